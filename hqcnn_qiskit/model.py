@@ -1,0 +1,340 @@
+"""The HQCNN of arXiv 2509.14277, top to bottom, and its classical twin.
+
+    image ──► Backbone ──► 4 features h ──► AngleMap θ = s·tanh(h) ──► quantum layer ──► 8 values
+          ──► Head ──► class logits
+
+The quantum layer is a 4-qubit circuit built with qiskit-machine-learning's ``qnn_circuit``:
+
+1. feature map: ``RY(θ_i)`` on qubit i;
+2. ansatz, ``layers`` times: ``U3`` on every qubit, then a CNOT ring i -> (i+1) mod 4
+   ("superpositional entanglement");
+3. Fourier-inspired attention block (optional): Toffoli(i, i+1 -> i+2 mod 4) for each i, a
+   QFT-like ladder (H on qubit j, then a controlled phase from every later qubit k with a
+   trainable angle that starts at π/2^(k-j)), and a trainable RZ on every qubit;
+4. readout: ⟨X_i⟩ and ⟨Z_i⟩ on every qubit, through an ``EstimatorQNN`` (with input gradients)
+   wrapped in ``TorchConnector``.
+
+The classical twin keeps the backbone, the angle map and the head, and replaces the circuit with
+``Linear(4, 8) + tanh``, so every quantum result has a like-for-like baseline.
+
+Angle scale: ``s = π`` by default. ``RY(θ)|0⟩`` with θ in (-π, π) reaches every state on the
+X-Z great circle of the Bloch sphere exactly once (⟨Z⟩ = cos θ covers (-1, 1], the sign of θ picks
+the side), so the encoding is injective and uses the qubit's whole range; tanh keeps θ inside it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from qiskit.circuit import ParameterVector, QuantumCircuit
+from qiskit.quantum_info import SparsePauliOp
+from qiskit_machine_learning.circuit.library import qnn_circuit
+from qiskit_machine_learning.connectors import TorchConnector
+from torch import nn
+
+from .errors import ConfigError
+
+__all__ = [
+    "NUM_QUBITS",
+    "ModelConfig",
+    "Backbone",
+    "AngleMap",
+    "hqcnn_circuit",
+    "readout_observables",
+    "QuantumLayer",
+    "ClassicalTwin",
+    "Head",
+    "HQCNN",
+    "get_model",
+    "list_models",
+    "count_parameters",
+]
+
+NUM_QUBITS = 4
+IMAGE_SIZES = (28, 64, 128, 224)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model from a checkpoint.
+
+    Args:
+        model: ``"hqcnn"`` or ``"classical"`` (see :func:`list_models`).
+        in_channels: Image channels (1 or 3, from the dataset).
+        num_outputs: Logits of the head (classes, or labels for multi-label tasks).
+        image_size: 28, 64, 128 or 224.
+        angle_scale: ``s`` in ``θ = s·tanh(h)``.
+        layers: Repetitions of the U3 + CNOT-ring block.
+        attention: Whether the Fourier-inspired attention block is in the circuit.
+    """
+
+    model: str = "hqcnn"
+    in_channels: int = 1
+    num_outputs: int = 2
+    image_size: int = 28
+    angle_scale: float = math.pi
+    layers: int = 1
+    attention: bool = True
+
+    def to_dict(self) -> dict:
+        """A plain dict (for checkpoints and JSON)."""
+        return asdict(self)
+
+
+# 1. Backbone ---------------------------------------------------------------------------------
+def _conv(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class Backbone(nn.Module):
+    """Five 3x3 conv layers (BatchNorm, ReLU), two max-pools, then a dense map to 4 features.
+
+    For 28x28 images the flattened map is 64x7x7, as in the paper. Larger images (64, 128, 224)
+    are average-pooled to 7x7 before flattening, so the dense layer keeps its size.
+    """
+
+    def __init__(self, *, in_channels: int = 1, features: int = NUM_QUBITS):
+        super().__init__()
+        self.features = nn.Sequential(
+            *_conv(in_channels, 16),
+            *_conv(16, 16),
+            nn.MaxPool2d(2),
+            *_conv(16, 64),
+            *_conv(64, 64),
+            *_conv(64, 64),
+            nn.MaxPool2d(2),
+            nn.AdaptiveAvgPool2d(7),
+        )
+        self.dense = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(64 * 7 * 7, 256),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.3),
+            nn.Linear(256, features),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense(self.features(x))
+
+
+# 2. Angle map --------------------------------------------------------------------------------
+class AngleMap(nn.Module):
+    """``θ = s·tanh(h)``: bounded rotation angles from unbounded features."""
+
+    def __init__(self, *, scale: float = math.pi):
+        super().__init__()
+        self.scale = float(scale)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.scale * torch.tanh(h)
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale:.4f}"
+
+
+# 3. Circuit ----------------------------------------------------------------------------------
+def _feature_map(n: int) -> QuantumCircuit:
+    x = ParameterVector("x", n)
+    fm = QuantumCircuit(n, name="RY encoding")
+    for i in range(n):
+        fm.ry(x[i], i)
+    return fm
+
+
+def _ansatz(n: int, layers: int, attention: bool) -> tuple[QuantumCircuit, dict]:
+    """The trainable part, and the initial value of each of its parameters."""
+    init = {}
+    u3 = ParameterVector("u3", 3 * n * layers)
+    ansatz = QuantumCircuit(n, name="HQCNN ansatz")
+    for layer in range(layers):
+        for i in range(n):
+            k = 3 * (n * layer + i)
+            ansatz.u(u3[k], u3[k + 1], u3[k + 2], i)
+        for i in range(n):  # superpositional entanglement: CNOT ring
+            ansatz.cx(i, (i + 1) % n)
+    if attention:
+        for i in range(n):  # Toffoli(i, i+1 -> i+2)
+            ansatz.ccx(i, (i + 1) % n, (i + 2) % n)
+        cp = ParameterVector("cp", n * (n - 1) // 2)
+        rz = ParameterVector("rz", n)
+        m = 0
+        for j in range(n):  # QFT-like ladder with trainable phases
+            ansatz.h(j)
+            for k in range(j + 1, n):
+                ansatz.cp(cp[m], k, j)
+                init[cp[m]] = math.pi / 2 ** (k - j)
+                m += 1
+        for i in range(n):
+            ansatz.rz(rz[i], i)
+            init[rz[i]] = 0.0
+    return ansatz, init
+
+
+def hqcnn_circuit(
+    *, layers: int = 1, attention: bool = True, num_qubits: int = NUM_QUBITS
+) -> tuple[QuantumCircuit, list, list, dict]:
+    """The HQCNN circuit through ``qnn_circuit``.
+
+    Returns:
+        The circuit, its input parameters, its weight parameters, and the initial value of each
+        weight that has a fixed start (controlled phases, RZ); U3 angles are drawn at random.
+    """
+    if layers < 1:
+        raise ConfigError(f"--layers must be at least 1, got {layers}")
+    ansatz, init = _ansatz(num_qubits, layers, attention)
+    circuit, inputs, weights = qnn_circuit(feature_map=_feature_map(num_qubits), ansatz=ansatz)
+    return circuit, list(inputs), list(weights), init
+
+
+def readout_observables(num_qubits: int = NUM_QUBITS) -> list[SparsePauliOp]:
+    """``[X_0, ..., X_{n-1}, Z_0, ..., Z_{n-1}]`` as single-qubit Pauli observables."""
+    return [
+        SparsePauliOp.from_sparse_list([(p, [i], 1.0)], num_qubits=num_qubits)
+        for p in "XZ"
+        for i in range(num_qubits)
+    ]
+
+
+# 4. Quantum layer ----------------------------------------------------------------------------
+class QuantumLayer(nn.Module):
+    """The circuit as a torch module: ``qnn_circuit`` -> ``EstimatorQNN`` -> ``TorchConnector``.
+
+    Args:
+        layers: Repetitions of the U3 + CNOT-ring block.
+        attention: Whether the attention block is in the circuit.
+        backend: A backend name, profile path or object from :func:`hqcnn_qiskit.get_backend`;
+            it supplies the estimator, the gradient and any transpilation.
+        generator: Draws the initial U3 angles.
+    """
+
+    def __init__(self, *, layers: int = 1, attention: bool = True, backend="aer_ideal",
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        self.circuit, self.input_params, self.weight_params, init = hqcnn_circuit(
+            layers=layers, attention=attention
+        )
+        self.observables = readout_observables()
+        random = torch.rand(len(self.weight_params), generator=generator, dtype=torch.float64)
+        weights = [
+            init.get(p, float(2 * math.pi * r - math.pi))
+            for p, r in zip(self.weight_params, random.tolist())
+        ]
+        self.backend = None
+        self.connector = None
+        self.set_backend(backend, weights=np.asarray(weights))
+
+    def set_backend(self, backend, *, weights: np.ndarray | None = None) -> None:
+        """Run the circuit on another backend, keeping the trained weights.
+
+        The connector (and so its weight parameter) is rebuilt: make optimizers afterwards.
+        """
+        from .backends import get_backend
+
+        self.backend = get_backend(backend)
+        if weights is None:
+            weights = self.connector.weight.detach().cpu().numpy()
+        qnn = self.backend.build_qnn(
+            circuit=self.circuit,
+            input_params=self.input_params,
+            weight_params=self.weight_params,
+            observables=self.observables,
+        )
+        self.qnn = qnn
+        self.connector = TorchConnector(qnn, initial_weights=np.asarray(weights, dtype=float))
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return self.connector(theta)
+
+
+class ClassicalTwin(nn.Module):
+    """The ablation: ``Linear(4, 8) + tanh`` where the circuit was (same in/out, same range)."""
+
+    def __init__(self, *, num_inputs: int = NUM_QUBITS, num_outputs: int = 2 * NUM_QUBITS):
+        super().__init__()
+        self.linear = nn.Linear(num_inputs, num_outputs)
+
+    def forward(self, theta: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.linear(theta))
+
+
+# 5. Head -------------------------------------------------------------------------------------
+class Head(nn.Module):
+    """``Linear(8, 128), ReLU, Dropout(0.2), Linear(128, outputs)``."""
+
+    def __init__(self, *, num_inputs: int = 2 * NUM_QUBITS, num_outputs: int = 2):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(num_inputs, 128), nn.ReLU(inplace=True), nn.Dropout(0.2),
+            nn.Linear(128, num_outputs),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+# The whole model -----------------------------------------------------------------------------
+class HQCNN(nn.Module):
+    """Backbone -> angle map -> quantum layer (or its classical twin) -> head.
+
+    Args:
+        config: The architecture.
+        backend: Where the quantum layer runs (ignored by the classical twin).
+        generator: Seeds the initial U3 angles.
+    """
+
+    def __init__(self, *, config: ModelConfig, backend="aer_ideal",
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        if config.image_size not in IMAGE_SIZES:
+            raise ConfigError(f"image size must be one of {IMAGE_SIZES}, got {config.image_size}")
+        if config.model not in _MODELS:
+            raise ConfigError(f"unknown model '{config.model}'; choose from {list_models()}")
+        self.config = config
+        self.backbone = Backbone(in_channels=config.in_channels)
+        self.angles = AngleMap(scale=config.angle_scale)
+        if config.model == "hqcnn":
+            self.quantum = QuantumLayer(
+                layers=config.layers, attention=config.attention, backend=backend,
+                generator=generator,
+            )
+        else:
+            self.quantum = ClassicalTwin()
+        self.head = Head(num_outputs=config.num_outputs)
+
+    @property
+    def is_quantum(self) -> bool:
+        """Whether the middle layer is a circuit."""
+        return isinstance(self.quantum, QuantumLayer)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The classical front: images to rotation angles (what ``infer`` computes locally)."""
+        return self.angles(self.backbone(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.quantum(self.features(x)))
+
+
+_MODELS = {
+    "hqcnn": "4-qubit HQCNN circuit (qnn_circuit -> EstimatorQNN -> TorchConnector)",
+    "classical": "classical twin: the circuit replaced by Linear(4, 8) + tanh",
+}
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`get_model`."""
+    return list(_MODELS)
+
+
+def get_model(name: str = "hqcnn", *, backend="aer_ideal", generator=None, **config) -> HQCNN:
+    """Build a model by name, e.g. ``get_model("classical", in_channels=3, num_outputs=9)``."""
+    return HQCNN(config=ModelConfig(model=name, **config), backend=backend, generator=generator)
+
+
+def count_parameters(model: HQCNN) -> dict[str, int]:
+    """Trainable parameters, split into the circuit's and the classical layers'."""
+    quantum = sum(p.numel() for p in model.quantum.parameters()) if model.is_quantum else 0
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"quantum": quantum, "classical": total - quantum, "total": total}

@@ -1,0 +1,209 @@
+"""Backend profiles: the data files in the top-level ``backends/`` folder.
+
+A profile is a small TOML file naming how the quantum layer runs. The shipped profiles are
+installed with the package; a user may also pass the path of their own file wherever a backend
+name is accepted. Validation is strict: an unknown field, a wrong type or an unknown kind is a
+one-line :class:`~hqcnn_qiskit.errors.BackendError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+
+from .errors import BackendError
+
+__all__ = ["BackendProfile", "MitigationSettings", "load_profile", "list_profiles", "KINDS"]
+
+#: What each ``kind`` means; backends.py turns each into an object.
+KINDS = {
+    "exact": "exact batched statevector simulation",
+    "aer": "shot-based Aer simulation with a device snapshot's noise",
+    "runtime_local": "qiskit-ibm-runtime local testing mode on a fake device",
+    "runtime": "IBM Quantum hardware through qiskit-ibm-runtime",
+}
+
+
+@dataclass(frozen=True)
+class MitigationSettings:
+    """Client-side error mitigation (and the IBM Runtime options it maps onto).
+
+    Args:
+        readout: ``"none"``, ``"twirl"`` (measurement twirling, as in TREX) or ``"matrix"``
+            (calibrated per-qubit confusion matrices).
+        zne: Zero-noise extrapolation by gate folding.
+        zne_factors: Noise scale factors (odd integers) for ZNE.
+        zne_extrapolator: ``"linear"`` or ``"exponential"``.
+        twirl_samples: Random twirls per circuit for ``readout = "twirl"``.
+        calibration_shots: Shots per calibration circuit for ``readout = "matrix"``.
+        dynamical_decoupling: IBM Runtime only.
+        gate_twirling: IBM Runtime only.
+    """
+
+    readout: str = "none"
+    zne: bool = False
+    zne_factors: tuple[int, ...] = (1, 3, 5)
+    zne_extrapolator: str = "linear"
+    twirl_samples: int = 8
+    calibration_shots: int = 4096
+    dynamical_decoupling: bool = False
+    gate_twirling: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any client-side mitigation is on."""
+        return self.readout != "none" or self.zne
+
+
+@dataclass(frozen=True)
+class BackendProfile:
+    """One named way to run the quantum layer.
+
+    Args:
+        name: The profile's name (its file name without ``.toml``).
+        kind: One of :data:`KINDS`.
+        description: One line for ``hqcnn-qiskit backends``.
+        device: Device or snapshot name (``FakeBrisbane``, ``ibm_kingston``, ``least_busy``).
+        shots: Shots per circuit (sampling kinds).
+        precision: Target precision (exact and runtime estimators).
+        optimization_level: Transpiler optimisation level (0-3).
+        seed_transpiler: Transpiler seed, so a layout is repeatable.
+        physical_qubits: The device qubits to use, or empty for a calibration-based choice.
+        seed: Seed of shot sampling and twirling.
+        execution_mode: ``"job"``, ``"batch"`` or ``"session"`` (runtime kinds).
+        mitigation: Error mitigation settings.
+        source: The file the profile came from.
+    """
+
+    name: str
+    kind: str
+    description: str = ""
+    device: str | None = None
+    shots: int | None = None
+    precision: float | None = None
+    optimization_level: int = 2
+    seed_transpiler: int = 1234
+    physical_qubits: tuple[int, ...] = ()
+    seed: int | None = None
+    execution_mode: str = "job"
+    mitigation: MitigationSettings = field(default_factory=MitigationSettings)
+    source: str = ""
+
+
+_CHOICES = {
+    ("kind",): tuple(KINDS),
+    ("execution_mode",): ("job", "batch", "session"),
+    ("mitigation", "readout"): ("none", "twirl", "matrix"),
+    ("mitigation", "zne_extrapolator"): ("linear", "exponential"),
+}
+
+
+def _check(value, annotation: str, where: str):
+    """Coerce a TOML value to a dataclass field's annotated type, or raise."""
+    optional = annotation.endswith("| None")
+    base = annotation.replace("| None", "").strip()
+    if value is None and optional:
+        return None
+    if base == "bool":
+        ok = isinstance(value, bool)
+    elif base == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif base == "str":
+        ok = isinstance(value, str)
+    elif base.startswith("tuple[int"):
+        ok = isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        )
+        value = tuple(value) if ok else value
+    else:  # pragma: no cover - a field type this checker does not know is our bug
+        raise TypeError(f"unchecked field type {annotation}")
+    if not ok:
+        raise BackendError(f"{where}: expected {base}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _build(cls, data: dict, path: str, prefix: tuple[str, ...] = (), **extra):
+    known = {f.name: f for f in fields(cls) if f.name not in ("name", "source")}
+    values = {}
+    for key, value in data.items():
+        where = f"{path}: field '{'.'.join(prefix + (key,))}'"
+        if key not in known:
+            raise BackendError(f"{where} is unknown (known: {', '.join(sorted(known))})")
+        if key == "mitigation":
+            if not isinstance(value, dict):
+                raise BackendError(f"{where}: expected a table")
+            values[key] = _build(MitigationSettings, value, path, ("mitigation",))
+            continue
+        value = _check(value, str(known[key].type), where)
+        choices = _CHOICES.get(prefix + (key,))
+        if choices and value not in choices:
+            raise BackendError(f"{where}: '{value}' is not one of {', '.join(choices)}")
+        values[key] = value
+    return cls(**extra, **values)
+
+
+def _validate(profile: BackendProfile) -> BackendProfile:
+    where = profile.source
+    if profile.shots is not None and profile.shots < 1:
+        raise BackendError(f"{where}: field 'shots' must be positive")
+    if profile.precision is not None and profile.precision < 0:
+        raise BackendError(f"{where}: field 'precision' must be non-negative")
+    if not 0 <= profile.optimization_level <= 3:
+        raise BackendError(f"{where}: field 'optimization_level' must be 0, 1, 2 or 3")
+    factors = profile.mitigation.zne_factors
+    if any(f < 1 or f % 2 == 0 for f in factors) or len(set(factors)) < 2:
+        raise BackendError(
+            f"{where}: field 'mitigation.zne_factors' needs two or more distinct odd integers"
+        )
+    if profile.kind in ("aer", "runtime_local", "runtime") and not profile.device:
+        raise BackendError(f"{where}: field 'device' is required for kind '{profile.kind}'")
+    return profile
+
+
+def profile_dir() -> Path:
+    """The folder of the shipped profiles (installed with the package)."""
+    try:
+        folder = resources.files("hqcnn_qiskit.backend_profiles")
+        path = Path(str(folder))
+        if path.is_dir() and any(path.glob("*.toml")):
+            return path
+    except ModuleNotFoundError:
+        pass
+    return Path(__file__).resolve().parent.parent / "backends"  # a source checkout
+
+
+def load_profile(name_or_path: str | Path) -> BackendProfile:
+    """Load a shipped profile by name, or a profile file by path.
+
+    Raises:
+        BackendError: Unknown name, unreadable file, or an invalid field.
+    """
+    text = str(name_or_path)
+    if text.endswith(".toml") or "/" in text or "\\" in text:
+        path = Path(text)
+        name = path.stem
+        if not path.is_file():
+            raise BackendError(f"backend profile file {path} does not exist")
+    else:
+        name = text
+        path = profile_dir() / f"{text}.toml"
+        if not path.is_file():
+            known = ", ".join(p.name for p in list_profiles())
+            raise BackendError(f"unknown backend '{text}'; choose from: {known}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise BackendError(f"{path}: not a readable TOML file ({exc})") from None
+    if "kind" not in data:
+        raise BackendError(f"{path}: field 'kind' is missing (one of {', '.join(KINDS)})")
+    return _validate(_build(BackendProfile, data, str(path), name=name, source=str(path)))
+
+
+def list_profiles() -> list[BackendProfile]:
+    """Every shipped profile, sorted by name."""
+    return [load_profile(p) for p in sorted(profile_dir().glob("*.toml"))]
