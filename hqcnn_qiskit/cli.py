@@ -1,0 +1,211 @@
+"""The ``hqcnn-qiskit`` command: a thin layer over the public Python API.
+
+Errors a user can cause (bad options, files, data, checkpoints, backends) are printed as one
+line and exit with status 2 (usage) or 1 (everything else); tracebacks are for our bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from .errors import HQCNNError
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors."""
+
+    def error(self, message):  # noqa: D401 - argparse API
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", metavar="DIR",
+                   help="folder with the MedMNIST .npz files (default: $HQCNN_DATA_ROOT, else "
+                        "medmnist's folder with download)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip the MD5 check of the data file (for your own files)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full command-line parser."""
+    parser = _Parser(prog="hqcnn-qiskit",
+                     description="Train and run the HQCNN (arXiv 2509.14277) on MedMNIST with Qiskit.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a model, select on validation AUC, test the best",
+                       description="Train on the official train split, select the epoch with the "
+                                   "best validation AUC, evaluate it on the test split.")
+    p.add_argument("--dataset", required=True, help="2D MedMNIST flag, e.g. breastmnist")
+    p.add_argument("--positive", type=int, nargs="+", metavar="CLASS", default=(),
+                   help="binary cut: these class indices vs the rest (e.g. pathmnist --positive 8)")
+    p.add_argument("--size", type=int, default=28, choices=(28, 64, 128, 224), help="image size")
+    p.add_argument("--model", default="hqcnn", choices=("hqcnn", "classical"),
+                   help="the HQCNN, or its classical twin (circuit -> Linear(4,8)+tanh)")
+    p.add_argument("--backend", default="aer_ideal",
+                   help="backend profile name or .toml path (see `hqcnn-qiskit backends`)")
+    p.add_argument("--epochs", type=_positive_int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--layers", type=_positive_int, default=1, help="U3 + CNOT-ring repetitions")
+    p.add_argument("--no-attention", action="store_true", help="drop the attention block")
+    p.add_argument("--angle-scale", type=_positive_float, default=math.pi,
+                   help="s in theta = s*tanh(h) (default pi)")
+    p.add_argument("--limit-train", type=_positive_int, metavar="N",
+                   help="train on a fixed subset of N images")
+    p.add_argument("--limit-eval", type=_positive_int, metavar="N",
+                   help="validate and test on fixed subsets of N images")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print metrics.json on stdout at the end")
+    _add_data_args(p)
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("evaluate", help="ACC/AUC of a checkpoint on a split",
+                       description="Evaluate a checkpoint on an official split, optionally on "
+                                   "another backend than it was trained on.")
+    p.add_argument("--checkpoint", required=True, metavar="PATH")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--backend", help="run the circuit here (default: the training backend)")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="a fixed subset of N images")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--no-progress", action="store_true")
+    _add_data_args(p)
+    p.set_defaults(func=_evaluate)
+
+    p = sub.add_parser("backends", help="list the backend profiles",
+                       description="List the shipped backend profiles.")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_backends)
+
+    p = sub.add_parser("datasets", help="list the MedMNIST datasets",
+                       description="List the 2D MedMNIST datasets with task and classes.")
+    p.set_defaults(func=_datasets)
+
+    _add_job_commands(sub)
+    return parser
+
+
+def _add_job_commands(sub) -> None:
+    """``infer`` and ``jobs`` (IBM Runtime inference), when that module is present."""
+    try:
+        from . import jobs
+    except ImportError:
+        return
+    jobs.add_commands(sub, _Parser)
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _train(args) -> int:
+    from .data import DatasetSpec
+    from .profiles import load_profile
+    from .train import TrainConfig, train
+
+    if args.model == "hqcnn":
+        load_profile(args.backend)  # fail before loading data
+    config = TrainConfig(
+        dataset=DatasetSpec(args.dataset, args.size, tuple(args.positive)),
+        model=args.model, backend=args.backend, epochs=args.epochs, seed=args.seed,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        limit_train=args.limit_train, limit_eval=args.limit_eval, layers=args.layers,
+        attention=not args.no_attention, angle_scale=args.angle_scale,
+    )
+    metrics = train(config, args.out, data_root=args.data_root, resume=args.resume,
+                    verify=not args.no_verify, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(metrics))
+    return 0
+
+
+def _evaluate(args) -> int:
+    from .evaluate import evaluate_checkpoint
+
+    if args.backend:
+        from .profiles import load_profile
+
+        load_profile(args.backend)
+    result = evaluate_checkpoint(args.checkpoint, split=args.split, backend=args.backend,
+                                 data_root=args.data_root, limit=args.limit,
+                                 verify=not args.no_verify, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps({k: result[k] for k in ("acc", "auc", "n", "split", "backend", "dataset")}))
+    else:
+        print(f"{result['dataset']} {result['split']} on {result['backend']}: "
+              f"acc {result['acc']:.4f}  auc {result['auc']:.4f}  (n={result['n']})")
+    return 0
+
+
+def _backends(args) -> int:
+    from .profiles import list_profiles
+
+    profiles = list_profiles()
+    if args.json:
+        print(json.dumps([{"name": p.name, "kind": p.kind, "device": p.device,
+                           "description": p.description} for p in profiles]))
+    else:
+        width = max(len(p.name) for p in profiles)
+        for p in profiles:
+            print(f"{p.name:<{width}}  {p.description}")
+    return 0
+
+
+def _datasets(args) -> int:
+    from .data import DatasetSpec, list_datasets
+
+    for flag in list_datasets():
+        spec = DatasetSpec(flag)
+        print(f"{flag:<16} {spec.task:<28} {spec.num_outputs:>2} outputs  {spec.channels} channel(s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``hqcnn-qiskit`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except HQCNNError as exc:
+        print(f"hqcnn-qiskit {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"hqcnn-qiskit {args.command}: interrupted (checkpoints so far are kept; "
+              "`train --resume` continues)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

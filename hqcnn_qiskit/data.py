@@ -1,0 +1,265 @@
+"""MedMNIST data, driven by ``medmnist.INFO``: one table, every 2D dataset, every size.
+
+Files are read by the ``medmnist`` package itself (with ``download=False`` once we have checked
+the file and its MD5 ourselves), so the official splits and split sizes are what we train on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+
+from .errors import DataError
+
+__all__ = [
+    "DatasetSpec",
+    "SPLITS",
+    "SIZES",
+    "list_datasets",
+    "resolve_data_root",
+    "dataset_file",
+    "load_split",
+]
+
+SPLITS = ("train", "val", "test")
+SIZES = (28, 64, 128, 224)
+DATA_ROOT_ENV = "HQCNN_DATA_ROOT"
+
+
+def _info() -> dict:
+    from medmnist import INFO
+
+    return INFO
+
+
+def list_datasets() -> list[str]:
+    """The 2D MedMNIST flags (``pathmnist``, ``chestmnist``, ...)."""
+    return [flag for flag in _info() if not flag.endswith("3d")]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Which data a model trains on.
+
+    Args:
+        flag: A 2D MedMNIST flag, e.g. ``"breastmnist"``.
+        size: Image side: 28, 64, 128 or 224.
+        positive: For a binary task cut from a multi-class set: the class indices that form the
+            positive class (all others are negative), e.g. ``(8,)`` for PathMNIST tumour vs rest.
+    """
+
+    flag: str
+    size: int = 28
+    positive: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        info = _info()
+        if self.flag not in info:
+            raise DataError(
+                f"unknown dataset '{self.flag}'; choose from: {', '.join(list_datasets())}"
+            )
+        if self.flag.endswith("3d"):
+            raise DataError(f"'{self.flag}' is a 3D dataset; hqcnn-qiskit handles the 2D ones")
+        if self.size not in SIZES:
+            raise DataError(f"image size must be one of {SIZES}, got {self.size}")
+        if self.positive:
+            labels = info[self.flag]["label"]
+            if self.task.startswith("multi-label"):
+                raise DataError(f"'{self.flag}' is multi-label; a binary cut needs a multi-class set")
+            bad = [p for p in self.positive if str(p) not in labels]
+            if bad:
+                raise DataError(
+                    f"class {bad[0]} is not a label of {self.flag} (labels 0-{len(labels) - 1})"
+                )
+            if len(set(self.positive)) >= len(labels):
+                raise DataError("--positive must leave at least one class negative")
+
+    @property
+    def info(self) -> dict:
+        """The dataset's row of ``medmnist.INFO``."""
+        return _info()[self.flag]
+
+    @property
+    def source_task(self) -> str:
+        """medmnist's task string for the source dataset."""
+        return self.info["task"]
+
+    @property
+    def task(self) -> str:
+        """The task trained: medmnist's, or ``binary-class`` for a cut."""
+        return "binary-class" if self.positive else self.info["task"]
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether each image has several independent binary labels (ChestMNIST)."""
+        return self.task.startswith("multi-label")
+
+    @property
+    def num_outputs(self) -> int:
+        """Logits the head needs: classes, or labels for multi-label."""
+        return 2 if self.positive else len(self.info["label"])
+
+    @property
+    def channels(self) -> int:
+        """Image channels (1 or 3)."""
+        return int(self.info["n_channels"])
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names of the trained classes."""
+        labels = self.info["label"]
+        if self.positive:
+            pos = " + ".join(labels[str(p)] for p in sorted(self.positive))
+            return [f"rest", pos]
+        return [labels[str(i)] for i in range(len(labels))]
+
+    def describe(self) -> str:
+        """e.g. ``pathmnist (28px) classes [8] vs rest``."""
+        cut = f" classes {list(self.positive)} vs rest" if self.positive else ""
+        return f"{self.flag} ({self.size}px){cut}"
+
+    def to_dict(self) -> dict:
+        """Plain values for checkpoints and JSON."""
+        return {"flag": self.flag, "size": self.size, "positive": list(self.positive)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DatasetSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(data["flag"], int(data["size"]), tuple(int(p) for p in data.get("positive", ())))
+
+
+def resolve_data_root(root: str | os.PathLike | None) -> tuple[Path, bool]:
+    """Where data is read from, and whether a missing file may be downloaded.
+
+    Order: the explicit ``root``, else ``$HQCNN_DATA_ROOT``, else medmnist's default folder
+    (``~/.medmnist``), the only case where a missing file is downloaded.
+    """
+    if root:
+        return Path(root).expanduser(), False
+    env = os.environ.get(DATA_ROOT_ENV)
+    if env:
+        return Path(env).expanduser(), False
+    from medmnist.info import DEFAULT_ROOT
+
+    return Path(DEFAULT_ROOT), True
+
+
+def dataset_file(spec: DatasetSpec, root: Path) -> tuple[Path, str]:
+    """The ``.npz`` path medmnist reads for ``spec`` under ``root``, and its official MD5."""
+    suffix = "" if spec.size == 28 else f"_{spec.size}"
+    md5_key = "MD5" if spec.size == 28 else f"MD5_{spec.size}"
+    return root / f"{spec.flag}{suffix}.npz", spec.info[md5_key]
+
+
+@lru_cache(maxsize=32)
+def _md5(path: str, mtime: float, size: int) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_file(spec: DatasetSpec, root: Path, download: bool, verify: bool) -> Path:
+    path, md5 = dataset_file(spec, root)
+    if not path.is_file() and download:
+        _download(spec, root)
+    if not path.is_file():
+        raise DataError(
+            f"{path.name} not found in {root} (expected md5 {md5}); download it from MedMNIST "
+            f"or point --data-root / ${DATA_ROOT_ENV} at the folder that has it"
+        )
+    if verify:
+        stat = path.stat()
+        actual = _md5(str(path), stat.st_mtime, stat.st_size)
+        if actual != md5:
+            raise DataError(
+                f"{path} has md5 {actual}, not the official {md5}: the file is corrupt or not "
+                "the MedMNIST release (use --no-verify for your own file)"
+            )
+    return path
+
+
+def _download(spec: DatasetSpec, root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        import medmnist
+
+        getattr(medmnist, spec.info["python_class"])(
+            split="train", root=str(root), size=spec.size, download=True
+        )
+    except Exception as exc:  # noqa: BLE001 - network, torchvision and server errors alike
+        path, md5 = dataset_file(spec, root)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(
+            f"could not download {path.name} to {root} (expected md5 {md5}): {first}"
+        ) from None
+
+
+@lru_cache(maxsize=16)
+def _read(flag: str, size: int, split: str, root: str, mtime: float):
+    import medmnist
+
+    cls = getattr(medmnist, _info()[flag]["python_class"])
+    dataset = cls(split=split, root=root, size=size, download=False)
+    return np.asarray(dataset.imgs), np.asarray(dataset.labels)
+
+
+def load_split(
+    spec: DatasetSpec,
+    split: str,
+    *,
+    root: str | os.PathLike | None = None,
+    limit: int | None = None,
+    verify: bool = True,
+) -> TensorDataset:
+    """One split as tensors: images ``(N, C, H, W)`` scaled to [-1, 1], labels ``(N,)`` (class
+    index) or ``(N, L)`` (multi-label 0/1).
+
+    Args:
+        spec: Dataset, size and optional binary cut.
+        split: ``"train"``, ``"val"`` or ``"test"`` (the official splits).
+        root: Data folder (see :func:`resolve_data_root`).
+        limit: Keep a fixed random subset of this many samples (same subset every run).
+        verify: Check the file's MD5 against ``medmnist.INFO``.
+
+    Raises:
+        DataError: Unknown split, missing, corrupt or mismatched file.
+    """
+    if split not in SPLITS:
+        raise DataError(f"unknown split '{split}'; choose from {', '.join(SPLITS)}")
+    folder, download = resolve_data_root(root)
+    path = _check_file(spec, folder, download, verify)
+    try:
+        images, labels = _read(spec.flag, spec.size, split, str(folder), path.stat().st_mtime)
+    except Exception as exc:  # noqa: BLE001 - medmnist raises many kinds on bad files
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"{path} is not a readable MedMNIST file: {detail}") from None
+    expected = spec.info["n_samples"][split]
+    if len(images) != expected or len(labels) != len(images):
+        raise DataError(
+            f"{path}: split '{split}' has {len(images)} images, the official count is {expected}"
+        )
+    if limit is not None:
+        if limit < 1:
+            raise DataError(f"limit must be positive, got {limit}")
+        if limit < len(images):
+            keep = np.sort(np.random.default_rng(0).choice(len(images), limit, replace=False))
+            images, labels = images[keep], labels[keep]
+    x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
+    x = (x - 0.5) / 0.5
+    if spec.positive:
+        y = torch.from_numpy(np.isin(labels[:, 0], spec.positive).astype(np.int64))
+    elif spec.multilabel:
+        y = torch.from_numpy(labels.astype(np.float32))
+    else:
+        y = torch.from_numpy(labels[:, 0].astype(np.int64))
+    return TensorDataset(x, y)

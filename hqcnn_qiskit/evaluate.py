@@ -1,0 +1,103 @@
+"""Predictions and medmnist's own ACC/AUC, for a model in memory or a checkpoint on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint
+from .data import DatasetSpec, load_split
+from .errors import CheckpointError
+from .model import HQCNN, ModelConfig
+
+__all__ = ["predict", "compute_metrics", "evaluate_model", "load_checkpoint_model", "evaluate_checkpoint"]
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, dataset: TensorDataset, *, batch_size: int = 256, multilabel: bool = False,
+    progress: bool = False, desc: str = "predict",
+) -> np.ndarray:
+    """Class probabilities (softmax), or label probabilities (sigmoid) for multi-label tasks."""
+    model.eval()
+    images = dataset.tensors[0]
+    scores = []
+    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress,
+                      leave=False, unit="batch"):
+        logits = model(images[start : start + batch_size])
+        scores.append(torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1))
+    return torch.cat(scores).double().numpy()
+
+
+def compute_metrics(spec: DatasetSpec, labels: torch.Tensor, scores: np.ndarray) -> dict:
+    """ACC and AUC with medmnist's evaluator functions for the spec's task."""
+    from medmnist.evaluator import getACC, getAUC
+
+    y_true = labels.numpy()
+    if not spec.multilabel:
+        y_true = y_true.reshape(-1, 1)
+    task = spec.task
+    return {"acc": float(getACC(y_true, scores, task)), "auc": float(getAUC(y_true, scores, task))}
+
+
+def evaluate_model(model: HQCNN, spec: DatasetSpec, dataset: TensorDataset, *, batch_size: int = 256,
+                   progress: bool = False, desc: str = "evaluate") -> dict:
+    """``{"acc", "auc", "n"}`` of ``model`` on ``dataset``."""
+    scores = predict(model, dataset, batch_size=batch_size, multilabel=spec.multilabel,
+                     progress=progress, desc=desc)
+    return {**compute_metrics(spec, dataset.tensors[1], scores), "n": len(dataset)}
+
+
+def load_checkpoint_model(path: str | os.PathLike, *, backend=None) -> tuple[HQCNN, dict]:
+    """Rebuild the model a checkpoint was trained as, with its weights.
+
+    Args:
+        path: A ``best.pt`` or ``last.pt``.
+        backend: Run the quantum layer here instead of the training backend.
+
+    Returns:
+        The model (in eval mode) and the checkpoint payload.
+
+    Raises:
+        CheckpointError: Unreadable, or the weights do not fit the model it describes.
+    """
+    payload = load_checkpoint(path)
+    try:
+        model_config = ModelConfig(**payload["model_config"])
+        backend = backend or payload["train_config"]["backend"]
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path} has no usable model config ({exc})") from None
+    model = HQCNN(config=model_config, backend=backend if model_config.model == "hqcnn" else "aer_ideal")
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise CheckpointError(f"{path}: weights do not fit a {model_config.model} model ({first})") from None
+    model.eval()
+    return model, payload
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike, *, split: str = "test", backend: str | None = None,
+    data_root: str | os.PathLike | None = None, limit: int | None = None, verify: bool = True,
+    batch_size: int = 256, progress: bool = True,
+) -> dict:
+    """Evaluate a checkpoint on an official split.
+
+    Returns:
+        ``{"acc", "auc", "n", "split", "backend", "dataset", "checkpoint"}``.
+    """
+    model, payload = load_checkpoint_model(checkpoint, backend=backend)
+    spec = DatasetSpec.from_dict(payload["train_config"]["dataset"])
+    dataset = load_split(spec, split, root=data_root, limit=limit, verify=verify)
+    metrics = evaluate_model(model, spec, dataset, batch_size=batch_size, progress=progress,
+                             desc=f"{split}")
+    used = model.quantum.backend.name if model.is_quantum else "none (classical)"
+    return {**metrics, "split": split, "backend": used, "dataset": spec.describe(),
+            "checkpoint": str(Path(checkpoint))}

@@ -1,0 +1,269 @@
+"""Training: official splits, Adam, selection on validation AUC, exact resume.
+
+Every epoch writes ``last.pt`` (and ``best.pt`` when validation AUC improves) atomically, so a
+crash loses at most the epoch in progress; ``resume=True`` continues from ``last.pt`` with the
+same weights, optimizer moments, RNG states and shuffling, and gives the same result as an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from .data import DatasetSpec, load_split
+from .errors import CheckpointError, ConfigError
+from .evaluate import evaluate_model
+from .model import HQCNN, ModelConfig, count_parameters
+
+__all__ = ["TrainConfig", "train"]
+
+# Fields that define what is trained; a resume must agree on all of them.
+_IDENTITY = ("dataset", "model", "layers", "attention", "angle_scale", "backend", "seed",
+             "batch_size", "lr", "weight_decay", "limit_train", "limit_eval")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run.
+
+    Args:
+        dataset: Dataset, image size and optional binary cut.
+        model: ``"hqcnn"`` or ``"classical"``.
+        backend: Backend profile for the quantum layer (name or path).
+        epochs: Epochs to train in total.
+        seed: Seeds weights, dropout, shuffling and shot sampling.
+        batch_size: Training batch size.
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        limit_train: Train on a fixed subset of this many images.
+        limit_eval: Validate and test on fixed subsets of this many images.
+        layers: U3 + CNOT-ring repetitions.
+        attention: Whether the circuit has the attention block.
+        angle_scale: ``s`` in ``θ = s·tanh(h)``.
+    """
+
+    dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec("breastmnist"))
+    model: str = "hqcnn"
+    backend: str = "aer_ideal"
+    epochs: int = 30
+    seed: int = 0
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    limit_train: int | None = None
+    limit_eval: int | None = None
+    layers: int = 1
+    attention: bool = True
+    angle_scale: float = math.pi
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if not self.lr > 0:
+            raise ConfigError("--lr must be positive")
+
+    def model_config(self) -> ModelConfig:
+        """The architecture for this dataset."""
+        return ModelConfig(
+            model=self.model, in_channels=self.dataset.channels,
+            num_outputs=self.dataset.num_outputs, image_size=self.dataset.size,
+            angle_scale=self.angle_scale, layers=self.layers, attention=self.attention,
+        )
+
+    def to_dict(self) -> dict:
+        """Plain values for checkpoints and JSON."""
+        data = asdict(self)
+        data["dataset"] = self.dataset.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{**data, "dataset": DatasetSpec.from_dict(data["dataset"])})
+
+
+def _check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot write to run folder {out}: {exc.strerror or exc}") from None
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _loss_fn(spec: DatasetSpec) -> nn.Module:
+    return nn.BCEWithLogitsLoss() if spec.multilabel else nn.CrossEntropyLoss()
+
+
+def _batch_postfix(model: HQCNN, loss: float) -> dict:
+    postfix = {"loss": f"{loss:.4f}"}
+    stats = getattr(model.quantum.backend, "last_batch_stats", None) if model.is_quantum else None
+    if stats:
+        if stats.get("shots"):
+            postfix["shots"] = stats["shots"]
+        if stats.get("seconds") is not None:
+            postfix["q_s"] = f"{stats['seconds']:.2f}"
+    return postfix
+
+
+def train(
+    config: TrainConfig,
+    out: str | os.PathLike,
+    *,
+    data_root: str | os.PathLike | None = None,
+    resume: bool = False,
+    verify: bool = True,
+    progress: bool = True,
+    log=None,
+) -> dict:
+    """Train, select on validation AUC, evaluate the best checkpoint on the test split.
+
+    Args:
+        config: What to train.
+        out: Run folder: ``best.pt``, ``last.pt``, ``metrics.json`` (and ``circuit.qpy`` for
+            transpiled backends).
+        data_root: Data folder (else ``$HQCNN_DATA_ROOT``, else medmnist's default).
+        resume: Continue from ``out/last.pt``.
+        verify: Check dataset MD5s.
+        progress: Show progress bars.
+        log: Where to print one-line progress messages (default: stderr).
+
+    Returns:
+        The contents of ``metrics.json``.
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    out = Path(out)
+    _check_writable(out)
+    spec = config.dataset
+
+    state = None
+    if resume:
+        state = load_checkpoint(out / "last.pt")
+        saved = TrainConfig.from_dict(state["train_config"])
+        clash = [k for k in _IDENTITY if getattr(saved, k) != getattr(config, k)]
+        if clash:
+            k = clash[0]
+            raise CheckpointError(
+                f"{out / 'last.pt'} was trained with {k}={getattr(saved, k)!r}, this run asks "
+                f"for {k}={getattr(config, k)!r}"
+            )
+
+    seed_everything(config.seed)
+    train_set = load_split(spec, "train", root=data_root, limit=config.limit_train, verify=verify)
+    val_set = load_split(spec, "val", root=data_root, limit=config.limit_eval, verify=verify)
+    test_set = load_split(spec, "test", root=data_root, limit=config.limit_eval, verify=verify)
+
+    init = torch.Generator().manual_seed(config.seed)
+    model = HQCNN(config=config.model_config(), backend=config.backend, generator=init)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    shuffle = torch.Generator().manual_seed(config.seed + 1)
+    counts = count_parameters(model)
+    backend_info = model.quantum.backend.describe() if model.is_quantum else {"name": "none"}
+    log(
+        f"{config.model} on {spec.describe()}: {counts['quantum']} quantum + "
+        f"{counts['classical']} classical parameters; backend {backend_info.get('name')}; "
+        f"train/val/test {len(train_set)}/{len(val_set)}/{len(test_set)}"
+    )
+    save_qpy = getattr(model.quantum.backend, "save_qpy", None) if model.is_quantum else None
+    if save_qpy is not None:
+        save_qpy(out / "circuit.qpy")
+
+    history: list[dict] = []
+    best = {"epoch": -1, "auc": -math.inf}
+    start_epoch = 0
+    elapsed = 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        shuffle.set_state(state["shuffle_rng"])
+        set_rng_state(state["rng"])
+        history = list(state["history"])
+        best = dict(state["best"])
+        start_epoch = int(state["epoch"]) + 1
+        elapsed = float(state.get("elapsed", 0.0))
+        log(f"resuming {out} at epoch {start_epoch + 1}/{config.epochs}")
+
+    loss_fn = _loss_fn(spec)
+    images, labels = train_set.tensors
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        model.train()
+        order = torch.randperm(len(images), generator=shuffle)
+        total, seen = 0.0, 0
+        bar = tqdm(range(0, len(order), config.batch_size), disable=not progress, unit="batch",
+                   desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
+        for start in bar:
+            idx = order[start : start + config.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(images[idx]), labels[idx])
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+            seen += len(idx)
+            bar.set_postfix(_batch_postfix(model, loss.item()), refresh=False)
+        bar.close()
+        val = evaluate_model(model, spec, val_set)
+        seconds = time.perf_counter() - started
+        elapsed += seconds
+        record = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_acc": val["acc"],
+                  "val_auc": val["auc"], "seconds": seconds}
+        history.append(record)
+        improved = val["auc"] > best["auc"]
+        if improved:
+            best = {"epoch": epoch + 1, "auc": val["auc"], "acc": val["acc"]}
+        payload = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": rng_state(),
+            "shuffle_rng": shuffle.get_state(),
+            "epoch": epoch,
+            "history": history,
+            "best": best,
+            "elapsed": elapsed,
+            "train_config": config.to_dict(),
+            "model_config": config.model_config().to_dict(),
+            "parameters": counts,
+        }
+        if improved:
+            save_checkpoint(out / "best.pt", payload)
+        save_checkpoint(out / "last.pt", payload)
+        log(
+            f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}  val acc "
+            f"{val['acc']:.4f} auc {val['auc']:.4f}  ({seconds:.1f}s){'  *best' if improved else ''}"
+        )
+
+    best_state = load_checkpoint(out / "best.pt")
+    model.load_state_dict(best_state["model"])
+    test = evaluate_model(model, spec, test_set, progress=progress, desc="test")
+    metrics = {
+        "best_epoch": best["epoch"],
+        "val": {"acc": best.get("acc"), "auc": best["auc"]},
+        "test": {"acc": test["acc"], "auc": test["auc"], "n": test["n"]},
+        "history": history,
+        "parameters": counts,
+        "wall_time_s": elapsed,
+        "backend": backend_info,
+        "config": config.to_dict(),
+    }
+    _write_json(out / "metrics.json", metrics)
+    log(f"best epoch {best['epoch']}: test acc {test['acc']:.4f} auc {test['auc']:.4f} -> {out}")
+    return metrics

@@ -1,0 +1,103 @@
+"""The MedMNIST loader on real files and on synthetic files in the same format."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_synthetic
+from hqcnn_qiskit.data import DatasetSpec, dataset_file, list_datasets, load_split
+from hqcnn_qiskit.errors import DataError
+
+
+def test_real_breastmnist_official_splits(data_root):
+    spec = DatasetSpec("breastmnist")
+    raw = np.load(data_root / "breastmnist.npz")
+    for split, n in {"train": 546, "val": 78, "test": 156}.items():
+        images, labels = load_split(spec, split, root=data_root).tensors
+        assert images.shape == (n, 1, 28, 28)
+        assert images.dtype == torch.float32
+        assert float(images.min()) >= -1.0 and float(images.max()) <= 1.0
+        expected = raw[f"{split}_images"].astype(np.float32) / 255.0 * 2 - 1
+        np.testing.assert_allclose(images[:, 0].numpy(), expected, atol=1e-6)
+        np.testing.assert_array_equal(labels.numpy(), raw[f"{split}_labels"][:, 0])
+    assert spec.task == "binary-class" and spec.num_outputs == 2 and spec.channels == 1
+
+
+def test_real_pneumoniamnist_counts_and_md5(data_root):
+    spec = DatasetSpec("pneumoniamnist")
+    path, md5 = dataset_file(spec, data_root)
+    assert hashlib.md5(path.read_bytes()).hexdigest() == md5
+    assert len(load_split(spec, "val", root=data_root)) == 524
+
+
+def test_limit_is_a_fixed_subset(data_root):
+    spec = DatasetSpec("breastmnist")
+    a = load_split(spec, "train", root=data_root, limit=50).tensors[0]
+    b = load_split(spec, "train", root=data_root, limit=50).tensors[0]
+    assert a.shape[0] == 50 and torch.equal(a, b)
+
+
+def test_data_root_from_environment(data_root, monkeypatch):
+    monkeypatch.setenv("HQCNN_DATA_ROOT", str(data_root))
+    assert len(load_split(DatasetSpec("breastmnist"), "test")) == 156
+
+
+def test_missing_file_names_file_folder_and_md5(tmp_path):
+    with pytest.raises(DataError) as err:
+        load_split(DatasetSpec("pathmnist"), "train", root=tmp_path)
+    message = str(err.value)
+    assert "pathmnist.npz" in message and str(tmp_path) in message
+    assert "a8b06965200029087d5bd730944a56c1" in message and "\n" not in message
+
+
+def test_md5_mismatch_and_corrupt_file(tmp_path, data_root):
+    write_synthetic(tmp_path, "breastmnist")
+    with pytest.raises(DataError, match="md5"):
+        load_split(DatasetSpec("breastmnist"), "train", root=tmp_path)
+    assert len(load_split(DatasetSpec("breastmnist"), "train", root=tmp_path, verify=False)) == 546
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "breastmnist.npz").write_bytes((data_root / "breastmnist.npz").read_bytes()[:5000])
+    with pytest.raises(DataError):
+        load_split(DatasetSpec("breastmnist"), "train", root=broken, verify=False)
+    with pytest.raises(DataError, match="md5"):
+        load_split(DatasetSpec("breastmnist"), "train", root=broken)
+
+
+def test_unknown_dataset_split_size_and_3d():
+    with pytest.raises(DataError, match="unknown dataset"):
+        DatasetSpec("mnist")
+    with pytest.raises(DataError, match="3D"):
+        DatasetSpec("organmnist3d")
+    with pytest.raises(DataError, match="size"):
+        DatasetSpec("breastmnist", size=32)
+    with pytest.raises(DataError, match="split"):
+        load_split(DatasetSpec("breastmnist"), "validation")
+    assert len(list_datasets()) == 12
+
+
+def test_binary_cut_of_a_multiclass_set(tmp_path):
+    write_synthetic(tmp_path, "retinamnist")
+    spec = DatasetSpec("retinamnist", positive=(3, 4))
+    raw = np.load(tmp_path / "retinamnist.npz")
+    images, labels = load_split(spec, "val", root=tmp_path, verify=False).tensors
+    assert images.shape == (120, 3, 28, 28)
+    np.testing.assert_array_equal(labels.numpy(), np.isin(raw["val_labels"][:, 0], [3, 4]))
+    assert spec.num_outputs == 2 and spec.task == "binary-class"
+    with pytest.raises(DataError, match="not a label"):
+        DatasetSpec("retinamnist", positive=(7,))
+
+
+def test_multilabel_and_larger_sizes(tmp_path):
+    write_synthetic(tmp_path, "breastmnist", size=64)
+    images, _ = load_split(DatasetSpec("breastmnist", 64), "test", root=tmp_path, verify=False).tensors
+    assert images.shape == (156, 1, 64, 64)
+    spec = DatasetSpec("chestmnist")
+    assert spec.multilabel and spec.num_outputs == 14
+    write_synthetic(tmp_path, "chestmnist")
+    labels = load_split(spec, "val", root=tmp_path, verify=False, limit=10).tensors[1]
+    assert labels.shape == (10, 14) and labels.dtype == torch.float32

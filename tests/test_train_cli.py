@@ -1,0 +1,159 @@
+"""Training, evaluation, resume and the command line, on real BreastMNIST."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import write_synthetic
+from hqcnn_qiskit.checkpoint import load_checkpoint, save_checkpoint
+from hqcnn_qiskit.cli import main
+from hqcnn_qiskit.data import DatasetSpec
+from hqcnn_qiskit.errors import CheckpointError
+from hqcnn_qiskit.train import TrainConfig, train
+
+SMALL = ["--limit-train", "64", "--limit-eval", "32", "--batch-size", "32", "--no-progress"]
+
+
+def run_cli(*args):
+    """The installed console script, as a user runs it."""
+    return subprocess.run(["hqcnn-qiskit", *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("run")
+    result = run_cli("train", "--dataset", "breastmnist", "--backend", "aer_ideal", "--epochs", 2,
+                     "--seed", 1, "--data-root", data_root, "--out", out, *SMALL)
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_cli_train_writes_run_folder(trained):
+    out, result = trained
+    for name in ("best.pt", "last.pt", "metrics.json"):
+        assert (out / name).is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["best_epoch"] in (1, 2)
+    for split in ("val", "test"):
+        assert 0.0 <= metrics[split]["acc"] <= 1.0 and 0.0 <= metrics[split]["auc"] <= 1.0
+    assert len(metrics["history"]) == 2
+    assert metrics["parameters"]["quantum"] == 22
+    assert "22 quantum" in result.stderr  # parameter counts reported at the start
+
+
+def test_cli_evaluate_json(trained, data_root):
+    out, _ = trained
+    result = run_cli("evaluate", "--checkpoint", out / "best.pt", "--split", "test",
+                     "--data-root", data_root, "--limit", 32, "--json", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report) >= {"acc", "auc", "n", "split", "backend"}
+    assert report["n"] == 32 and report["split"] == "test" and report["backend"] == "aer_ideal"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert report["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-9)
+
+
+def test_checkpoint_is_safe_and_complete(trained):
+    out, _ = trained
+    payload = torch.load(out / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "rng", "shuffle_rng", "train_config", "model_config"} <= set(payload)
+    assert payload["train_config"]["dataset"]["flag"] == "breastmnist"
+
+
+def test_resume_is_exact(tmp_path, data_root):
+    spec = DatasetSpec("breastmnist")
+    config = TrainConfig(dataset=spec, epochs=2, seed=5, batch_size=32, limit_train=64, limit_eval=24)
+    straight = train(config, tmp_path / "a", data_root=data_root, progress=False, log=lambda m: None)
+    first = TrainConfig(**{**config.__dict__, "epochs": 1})
+    train(first, tmp_path / "b", data_root=data_root, progress=False, log=lambda m: None)
+    resumed = train(config, tmp_path / "b", data_root=data_root, resume=True, progress=False,
+                    log=lambda m: None)
+    assert [h["train_loss"] for h in resumed["history"]] == [h["train_loss"] for h in straight["history"]]
+    assert resumed["test"] == straight["test"]
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_classical_twin_trains(tmp_path, data_root, capsys):
+    code = main(["train", "--dataset", "breastmnist", "--model", "classical", "--epochs", "1",
+                 "--data-root", str(data_root), "--out", str(tmp_path), *SMALL])
+    assert code == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["parameters"]["quantum"] == 0 and metrics["parameters"]["classical"] > 0
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["train", "--dataset", "breastmnist", "--out", "X", "--bogus"], "unrecognized arguments"),
+        (["train", "--dataset", "nosuchmnist", "--out", "X"], "unknown dataset"),
+        (["train", "--dataset", "breastmnist", "--backend", "nosuch", "--out", "X"], "unknown backend"),
+        (["train", "--dataset", "breastmnist", "--epochs", "0", "--out", "X"], "positive"),
+        (["evaluate", "--checkpoint", "X", "--split", "dev"], "invalid choice"),
+        (["evaluate", "--checkpoint", "nowhere.pt"], "does not exist"),
+    ],
+)
+def test_user_errors_are_one_line(args, needle, tmp_path):
+    args = [str(tmp_path / "run") if a == "X" else a for a in args]
+    result = run_cli(*args)
+    assert result.returncode != 0
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_corrupt_npz_and_unwritable_folder(tmp_path, data_root):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "breastmnist.npz").write_bytes(b"not a zip file at all")
+    result = run_cli("train", "--dataset", "breastmnist", "--data-root", tmp_path / "data",
+                     "--no-verify", "--out", tmp_path / "run", *SMALL)
+    assert result.returncode == 1 and "not a readable MedMNIST file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_cli("train", "--dataset", "breastmnist", "--data-root", data_root,
+                     "--out", blocker / "run", *SMALL)
+    assert result.returncode == 1 and "cannot write to run folder" in result.stderr
+
+
+def test_checkpoint_from_another_model_or_task(trained, tmp_path, data_root):
+    out, _ = trained
+    result = run_cli("train", "--dataset", "breastmnist", "--model", "classical", "--epochs", 3,
+                     "--seed", 1, "--data-root", data_root, "--out", out, "--resume", *SMALL)
+    assert result.returncode == 1 and "model='hqcnn'" in result.stderr
+    write_synthetic(tmp_path, "retinamnist")
+    result = run_cli("train", "--dataset", "retinamnist", "--epochs", 3, "--seed", 1,
+                     "--data-root", tmp_path, "--no-verify", "--out", out, "--resume", *SMALL)
+    assert result.returncode == 1 and "dataset" in result.stderr
+    # weights of one architecture loaded as another: a one-line error, not a traceback
+    payload = torch.load(out / "best.pt", weights_only=True)
+    payload["model_config"]["attention"] = False
+    save_checkpoint(tmp_path / "other.pt", {k: v for k, v in payload.items() if k != "format"})
+    result = run_cli("evaluate", "--checkpoint", tmp_path / "other.pt", "--data-root", data_root)
+    assert result.returncode == 1 and "do not fit" in result.stderr
+
+
+def test_failed_save_keeps_previous_checkpoint(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"epoch": 1})
+    with pytest.raises(Exception):
+        save_checkpoint(path, {"epoch": 2, "bad": lambda: None})  # cannot be pickled
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    path.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+
+
+def test_help_on_every_command():
+    for command in ([], ["train"], ["evaluate"], ["backends"], ["datasets"]):
+        result = subprocess.run([sys.executable, "-m", "hqcnn_qiskit.cli", *command, "--help"],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and "usage:" in result.stdout
