@@ -162,6 +162,10 @@ def _validate(profile: BackendProfile) -> BackendProfile:
         )
     if profile.kind in ("aer", "runtime_local", "runtime") and not profile.device:
         raise BackendError(f"{where}: field 'device' is required for kind '{profile.kind}'")
+    if profile.kind in ("aer", "runtime_local"):  # a device snapshot: must exist
+        from .transpile import check_fake_device
+
+        check_fake_device(profile.device, where=f"{where}: field 'device'")
     return profile
 
 

@@ -1,0 +1,626 @@
+"""Noisy backends: a sampling ``BaseEstimatorV2`` on Aer (device noise) or on qiskit-ibm-runtime's
+local testing mode, with client-side mitigation.
+
+Why sample instead of using qiskit-aer's ``EstimatorV2``: it leaves readout error out of
+expectation values (qiskit-aer #1861), so it is not what hardware returns. Here every PUB is
+measured: its observables are grouped into qubit-wise-commuting measurement bases, each basis is
+a measured copy of the circuit (basis change with ISA gates), all parameter rows of all bases go
+to the simulator in one call, and expectation values are estimated from the outcome counts.
+
+Why it is fast: an ISA circuit spans the whole device (127 qubits on Eagle), but it only acts on
+a handful of them. The circuit is compacted onto its active qubits and simulated with a noise
+model built from the calibration of exactly those qubits (the device target restricted and
+renumbered), as a density matrix (exact noisy probabilities, then shot sampling).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import types
+import weakref
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from qiskit.circuit import ClassicalRegister, QuantumCircuit
+from qiskit.primitives import BaseEstimatorV2, PrimitiveJob, PrimitiveResult
+from qiskit.primitives.containers import DataBin, PubResult
+from qiskit.primitives.containers.estimator_pub import EstimatorPub
+from qiskit.quantum_info import SparsePauliOp
+from qiskit.transpiler import Target
+
+from .backends import QuantumBackend, register_kind
+from .errors import BackendError
+from .mitigation import ReadoutCalibration, extrapolate, fold_two_qubit_gates, twirl_masks
+from .profiles import BackendProfile, MitigationSettings
+from .transpile import (
+    IGNORED_OPS,
+    TranspiledCircuit,
+    active_qubits,
+    fake_device,
+    load_qpy,
+    save_qpy,
+    transpile_to_device,
+)
+
+__all__ = [
+    "restrict_target",
+    "noise_model_for",
+    "AerRunner",
+    "SamplerRunner",
+    "SamplingEstimator",
+    "DeviceBackend",
+    "AerNoisyBackend",
+    "RuntimeLocalBackend",
+]
+
+
+# Noise of exactly the active qubits -----------------------------------------------------------
+def restrict_target(target: Target, qubits: Sequence[int]) -> Target:
+    """The target's instructions and calibration on ``qubits``, renumbered 0..k-1."""
+    pos = {q: i for i, q in enumerate(qubits)}
+    props = target.qubit_properties
+    small = Target(
+        num_qubits=len(qubits),
+        dt=target.dt,
+        qubit_properties=[props[q] for q in qubits] if props else None,
+    )
+    for name in target.operation_names:
+        op = target.operation_from_name(name)
+        if isinstance(op, type):  # variadic control flow: not used in our circuits
+            continue
+        entries = target[name]
+        if entries is None or None in entries:
+            continue
+        local = {
+            tuple(pos[q] for q in qargs): p
+            for qargs, p in entries.items()
+            if all(q in pos for q in qargs)
+        }
+        if local:
+            small.add_instruction(op, local, name=name)
+    return small
+
+
+def noise_model_for(target: Target, qubits: Sequence[int]):
+    """Aer ``NoiseModel`` of ``qubits`` of the device (gate, relaxation and readout errors),
+    on qubits renumbered 0..k-1."""
+    from qiskit_aer.noise import NoiseModel
+
+    small = restrict_target(target, qubits)
+    view = types.SimpleNamespace(  # the BackendV2 surface NoiseModel.from_backend reads
+        version=2, operation_names=list(small.operation_names), target=small, dt=target.dt
+    )
+    return NoiseModel.from_backend(view)
+
+
+# Runners: measured circuits + parameter rows -> outcome probabilities ---------------------------
+@dataclass
+class _Job:
+    circuit: QuantumCircuit  # measured into one register of k clbits
+    rows: np.ndarray  # (M, num_parameters) in circuit.parameters order
+    shots: int
+
+
+class AerRunner:
+    """Runs compacted circuits on an ``AerSimulator`` with the noise of their device qubits.
+
+    All jobs of one :meth:`run` go to the simulator in a single ``run`` call (one experiment per
+    parameter row, bound by Aer itself).
+
+    Args:
+        target: The device target (its calibration is the noise); ``None`` for a noiseless run.
+        seed: Seed of the shot sampling.
+        max_parallel_experiments: Aer's experiment parallelism (1 leaves cores to others).
+    """
+
+    compacts = True
+
+    def __init__(self, target: Target | None, *, seed: int | None = None,
+                 max_parallel_experiments: int = 1):
+        self.target = target
+        self.rng = np.random.default_rng(seed)
+        self.max_parallel_experiments = max_parallel_experiments
+        self._simulators: dict[tuple[int, ...], object] = {}
+
+    def simulator(self, qubits: tuple[int, ...]):
+        """The simulator of a compacted circuit on device ``qubits`` (cached)."""
+        sim = self._simulators.get(qubits)
+        if sim is None:
+            from qiskit_aer import AerSimulator
+
+            noise = noise_model_for(self.target, qubits) if self.target is not None else None
+            method = "density_matrix" if len(qubits) <= 10 else "automatic"
+            sim = AerSimulator(
+                method=method, noise_model=noise, precision="single", fusion_threshold=1,
+                max_parallel_experiments=self.max_parallel_experiments,
+            )
+            self._simulators[qubits] = sim
+        return sim
+
+    def run(self, qubits: tuple[int, ...], jobs: list[_Job]) -> list[np.ndarray]:
+        """Outcome probabilities ``(M, 2^k)`` of every job."""
+        out: list[np.ndarray | None] = [None] * len(jobs)
+        for shots in sorted({j.shots for j in jobs}):
+            idx = [i for i, j in enumerate(jobs) if j.shots == shots]
+            circuits, binds, sizes = [], [], []
+            for i in idx:
+                job = jobs[i]
+                circuits.append(job.circuit)
+                params = list(job.circuit.parameters)
+                if params:
+                    binds.append({p: job.rows[:, c] for c, p in enumerate(params)})
+                    sizes.append(job.rows.shape[0])
+                else:
+                    binds.append({})
+                    sizes.append(1)
+            seed = int(self.rng.integers(2**31))
+            result = self.simulator(qubits).run(
+                circuits, parameter_binds=binds, shots=shots, seed_simulator=seed
+            ).result()
+            if not result.success:
+                raise BackendError(f"Aer simulation failed: {result.status}")
+            exps = result.results
+            start = 0
+            for i, size in zip(idx, sizes):
+                k = jobs[i].circuit.num_clbits
+                probs = np.zeros((size, 2**k))
+                for r in range(size):
+                    for key, count in exps[start + r].data.counts.items():
+                        probs[r, int(key, 16)] = count
+                probs /= shots
+                out[i] = np.broadcast_to(probs, (jobs[i].rows.shape[0], 2**k)).copy()
+                start += size
+        return out  # type: ignore[return-value]
+
+
+class SamplerRunner:
+    """Runs full-width device circuits through a ``BaseSamplerV2`` (e.g. qiskit-ibm-runtime's
+    ``SamplerV2`` in local testing mode), all jobs as PUBs of one ``run`` call."""
+
+    compacts = False
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def run(self, qubits: tuple[int, ...], jobs: list[_Job]) -> list[np.ndarray]:
+        pubs = []
+        for job in jobs:
+            if job.circuit.num_parameters:
+                pubs.append((job.circuit, job.rows, job.shots))
+            else:
+                pubs.append((job.circuit, None, job.shots))
+        results = self.sampler.run(pubs).result()
+        out = []
+        for job, res in zip(jobs, results):
+            bits = res.data[job.circuit.cregs[0].name]
+            k = job.circuit.num_clbits
+            raw = bits.array.reshape(-1, bits.num_shots, bits.array.shape[-1]).astype(np.int64)
+            values = np.zeros(raw.shape[:2], dtype=np.int64)
+            for b in range(raw.shape[-1]):  # big-endian bytes
+                values = (values << 8) | raw[..., b]
+            probs = np.stack([np.bincount(v, minlength=2**k) for v in values]) / bits.num_shots
+            out.append(np.broadcast_to(probs, (job.rows.shape[0], 2**k)).copy())
+        return out
+
+
+# The sampling estimator -----------------------------------------------------------------------
+_BASIS_CHANGE = {"X": [("rz", np.pi / 2), ("sx", None), ("rz", np.pi / 2)],  # H
+                 "Y": [("sx", None), ("rz", np.pi / 2)],  # H S^dag
+                 "Z": []}
+
+
+@dataclass
+class _Plan:
+    """A device circuit compacted for execution (independent of parameter values)."""
+
+    qubits: tuple[int, ...]  # active device qubits
+    position: dict[int, int]  # device qubit -> index among the active qubits
+    base: QuantumCircuit  # the circuit that is executed (compact or full width), no measures
+    exec_qubits: list[int]  # qubit of ``base`` for each active qubit
+    measured: dict[tuple, QuantumCircuit] = field(default_factory=dict)
+
+
+def _group_bases(terms: list[dict[int, str]]) -> tuple[list[dict[int, str]], list[int]]:
+    """Greedy qubit-wise-commuting grouping: the bases, and the basis of each term."""
+    bases: list[dict[int, str]] = []
+    which = []
+    for term in terms:
+        for b, basis in enumerate(bases):
+            if all(basis.get(q, p) == p for q, p in term.items()):
+                basis.update(term)
+                which.append(b)
+                break
+        else:
+            bases.append(dict(term))
+            which.append(len(bases) - 1)
+    return bases, which
+
+
+class SamplingEstimator(BaseEstimatorV2):
+    """``BaseEstimatorV2`` that measures: expectation values estimated from sampled counts.
+
+    Accepts any parameterised circuit on the device (the ISA circuit, the gradient's circuits
+    with unique parameters, ...): each circuit object is compacted once onto its active qubits
+    and cached. PUBs broadcast parameter arrays against observable arrays as the V2 primitives
+    do; general Pauli observables are grouped into qubit-wise-commuting measurement bases. One
+    :meth:`run` call is one runner call for all PUBs, bases, noise factors and twirls.
+
+    Args:
+        runner: :class:`AerRunner` or :class:`SamplerRunner`.
+        shots: Shots per measured circuit (split across twirls with ``readout = "twirl"``).
+        mitigation: Client-side mitigation settings (``None``: raw counts).
+        target: Device target; needed to check that ZNE folds stay inside the ISA.
+        seed: Seed of the twirl masks.
+
+    Attributes:
+        total_stats: Shots, circuits (parameter rows x bases x factors x twirls), seconds and
+            ``run`` calls since creation.
+    """
+
+    def __init__(self, runner, *, shots: int = 1024, mitigation: MitigationSettings | None = None,
+                 target: Target | None = None, seed: int | None = None):
+        if shots < 1:
+            raise ValueError("shots must be positive")
+        self.runner = runner
+        self.shots = int(shots)
+        self.mitigation = mitigation or MitigationSettings()
+        self.target = target
+        self._rng = np.random.default_rng(seed)
+        self._plans: dict[int, tuple[weakref.ref, int, _Plan]] = {}
+        self._calibrations: dict[tuple[int, ...], object] = {}
+        self._lock = threading.Lock()
+        self.total_stats = {"shots": 0, "circuits": 0, "seconds": 0.0, "calls": 0}
+        self._tally = dict(self.total_stats)
+
+    # stats for progress bars
+    def pop_stats(self) -> dict:
+        """Shots, circuits, seconds and calls since the previous ``pop_stats`` (then reset)."""
+        with self._lock:
+            stats, self._tally = self._tally, {"shots": 0, "circuits": 0, "seconds": 0.0,
+                                               "calls": 0}
+        return stats
+
+    def _record(self, shots: int, circuits: int, seconds: float):
+        with self._lock:
+            for tally in (self.total_stats, self._tally):
+                tally["shots"] += shots
+                tally["circuits"] += circuits
+                tally["seconds"] += seconds
+                tally["calls"] += 1
+
+    # plans
+    def _plan(self, circuit: QuantumCircuit) -> _Plan:
+        key = id(circuit)
+        hit = self._plans.get(key)
+        if hit is not None and hit[0]() is circuit and hit[1] == len(circuit.data):
+            return hit[2]
+        for inst in circuit.data:
+            if inst.operation.name in ("measure", "reset") or inst.clbits:
+                raise ValueError(f"'{inst.operation.name}' is not allowed in an estimator circuit")
+        qubits = tuple(active_qubits(circuit))
+        position = {q: i for i, q in enumerate(qubits)}
+        if self.runner.compacts:
+            base = QuantumCircuit(len(qubits), global_phase=circuit.global_phase)
+            for inst in circuit.data:
+                if inst.operation.name in IGNORED_OPS:
+                    continue
+                base.append(inst.operation,
+                            [position[circuit.find_bit(q).index] for q in inst.qubits])
+            exec_qubits = list(range(len(qubits)))
+        else:
+            base = circuit.copy()
+            exec_qubits = list(qubits)
+        plan = _Plan(qubits, position, base, exec_qubits)
+        self._plans[key] = (
+            weakref.ref(circuit, lambda _, k=key: self._plans.pop(k, None)),
+            len(circuit.data),
+            plan,
+        )
+        return plan
+
+    def _measured(self, plan: _Plan, basis: str, factor: int, mask: int) -> QuantumCircuit:
+        """The plan's circuit folded by ``factor``, rotated to ``basis`` (one letter per active
+        qubit), X-flipped where ``mask`` says, measured into one register."""
+        key = (basis, factor, mask)
+        circ = plan.measured.get(key)
+        if circ is not None:
+            return circ
+        circ = fold_two_qubit_gates(plan.base, factor, target=None if self.runner.compacts
+                                    else self.target)
+        k = len(plan.qubits)
+        creg = ClassicalRegister(k, "meas")
+        circ.add_register(creg)
+        for i, letter in enumerate(basis):
+            q = plan.exec_qubits[i]
+            for name, angle in _BASIS_CHANGE[letter]:
+                if name == "rz":
+                    circ.rz(angle, q)
+                else:
+                    circ.sx(q)
+            if (mask >> i) & 1:
+                circ.x(q)
+        circ.measure(plan.exec_qubits, creg)
+        plan.measured[key] = circ
+        return circ
+
+    def _calibration(self, plan: _Plan):
+        """Readout calibration of the plan's qubits (cached per device qubit set)."""
+        m = self.mitigation
+        key = (plan.qubits, m.readout)
+        cal = self._calibrations.get(key)
+        if cal is not None:
+            return cal
+        k = len(plan.qubits)
+        empty = np.zeros((1, 0))
+        if m.readout == "matrix":
+            jobs = []
+            for flip in (0, 2**k - 1):
+                c = QuantumCircuit(*plan.base.qregs, ClassicalRegister(k, "meas"))
+                for i, q in enumerate(plan.exec_qubits):
+                    if (flip >> i) & 1:
+                        c.x(q)
+                c.measure(plan.exec_qubits, c.cregs[0])
+                jobs.append(_Job(c, empty, m.calibration_shots))
+            p0, p1 = self.runner.run(plan.qubits, jobs)
+            cal = ReadoutCalibration.from_probabilities(p0[0], p1[0])
+        else:  # twirl: <Z_S> of the twirled |0...0> for every subset S of the qubits
+            masks = twirl_masks(k, m.twirl_samples, self._rng)
+            jobs = []
+            for mask in masks:
+                c = QuantumCircuit(*plan.base.qregs, ClassicalRegister(k, "meas"))
+                for i, q in enumerate(plan.exec_qubits):
+                    if (int(mask) >> i) & 1:
+                        c.x(q)
+                c.measure(plan.exec_qubits, c.cregs[0])
+                jobs.append(_Job(c, empty, max(1, m.calibration_shots // len(masks))))
+            outcomes = np.arange(2**k)
+            probs = sum(p[0][outcomes ^ int(mask)] for p, mask in
+                        zip(self.runner.run(plan.qubits, jobs), masks)) / len(masks)
+            signs = 1.0 - 2.0 * (np.bitwise_count(outcomes[:, None] & outcomes[None, :]) & 1)
+            cal = probs @ signs  # cal[S] = <Z_S> on |0...0>, S as a bit mask
+        self._calibrations[key] = cal
+        return cal
+
+    # run
+    def run(self, pubs: Iterable, *, precision: float | None = None) -> PrimitiveJob:
+        coerced = [EstimatorPub.coerce(pub, precision) for pub in pubs]
+        job = PrimitiveJob(self._run, coerced)
+        job._submit()  # pylint: disable=protected-access
+        return job
+
+    def _run(self, pubs: list[EstimatorPub]) -> PrimitiveResult:
+        start = time.perf_counter()
+        m = self.mitigation
+        factors = list(m.zne_factors) if m.zne else [1]
+        twirls = m.readout == "twirl"
+        prepared, jobs = [], []
+        for pub in pubs:
+            plan = self._plan(pub.circuit)
+            k = len(plan.qubits)
+            bindings = pub.parameter_values
+            if pub.circuit.num_parameters:
+                rows = bindings.as_array(pub.circuit.parameters).reshape(
+                    -1, pub.circuit.num_parameters)
+            else:
+                rows = np.zeros((int(np.prod(bindings.shape, dtype=int)), 0))
+            # observables -> Pauli terms on the active qubits
+            obs_list = pub.observables.ravel().tolist()
+            term_index: dict[tuple, int] = {}
+            terms: list[dict[int, str]] = []
+            obs_terms = []
+            for obs in obs_list:
+                parts = []
+                for label, coeff in obs.items():
+                    term = {}
+                    for q, char in enumerate(reversed(label)):
+                        if char == "I":
+                            continue
+                        if q not in plan.position:
+                            raise ValueError(
+                                f"observable {label} acts on qubit {q}, which the circuit "
+                                "does not use"
+                            )
+                        term[plan.position[q]] = char
+                    tkey = tuple(sorted(term.items()))
+                    if tkey not in term_index:
+                        term_index[tkey] = len(terms)
+                        terms.append(term)
+                    parts.append((term_index[tkey], complex(coeff)))
+                obs_terms.append(parts)
+            nonid = [t for t in terms if t]
+            bases, which = _group_bases(nonid)
+            if not bases:
+                bases = [{}]
+            basis_strings = ["".join(b.get(i, "Z") for i in range(k)) for b in bases]
+            masks = twirl_masks(k, m.twirl_samples, self._rng) if twirls else np.array([0])
+            shots = max(1, self.shots // len(masks))
+            slots = {}
+            for b, basis in enumerate(basis_strings):
+                for f in factors:
+                    for mask in masks:
+                        slots[(b, f, int(mask))] = len(jobs)
+                        jobs.append(_Job(self._measured(plan, basis, f, int(mask)), rows, shots))
+            prepared.append((pub, plan, rows, terms, which, obs_terms, basis_strings, masks,
+                             slots, obs_list))
+        # one runner call per device qubit set (normally exactly one)
+        probs: list[np.ndarray | None] = [None] * len(jobs)
+        by_qubits: dict[tuple, list[int]] = {}
+        for entry in prepared:
+            plan, slots = entry[1], entry[8]
+            by_qubits.setdefault(plan.qubits, []).extend(slots.values())
+        for qubits, idx in by_qubits.items():
+            for j, p in zip(idx, self.runner.run(qubits, [jobs[j] for j in idx])):
+                probs[j] = p
+        results = [self._evaluate(entry, probs, factors) for entry in prepared]
+        total_shots = sum(j.shots * j.rows.shape[0] for j in jobs)
+        self._record(total_shots, sum(j.rows.shape[0] for j in jobs), time.perf_counter() - start)
+        return PrimitiveResult(results, metadata={"version": 2})
+
+    def _evaluate(self, entry, probs, factors) -> PubResult:
+        pub, plan, rows, terms, which, obs_terms, basis_strings, masks, slots, obs_list = entry
+        m = self.mitigation
+        k = len(plan.qubits)
+        outcomes = np.arange(2**k)
+        cal = self._calibration(plan) if m.readout != "none" else None
+        nonid_index = [i for i, t in enumerate(terms) if t]
+        term_mask = np.zeros(len(terms), dtype=int)
+        for i, t in enumerate(terms):
+            term_mask[i] = sum(1 << q for q in t)
+        per_factor = []
+        for f in factors:
+            values = np.ones((rows.shape[0], len(terms)))
+            for b in range(len(basis_strings)):
+                p = sum(probs[slots[(b, f, int(mask))]][:, outcomes ^ int(mask)]
+                        for mask in masks) / len(masks)
+                if isinstance(cal, ReadoutCalibration):
+                    p = cal.apply(p)
+                for pos, t in enumerate(nonid_index):
+                    if which[pos] != b:
+                        continue
+                    sign = 1.0 - 2.0 * (np.bitwise_count(outcomes & term_mask[t]) & 1)
+                    v = p @ sign
+                    if cal is not None and not isinstance(cal, ReadoutCalibration):
+                        v = v / max(cal[term_mask[t]], 1e-3)
+                    values[:, t] = v
+            per_factor.append(values)
+        if len(factors) > 1:
+            term_values = extrapolate(factors, np.stack(per_factor), m.zne_extrapolator)
+        else:
+            term_values = per_factor[0]
+        table = np.zeros((rows.shape[0], len(obs_list)))
+        var = np.zeros((rows.shape[0], len(obs_list)))
+        for o, parts in enumerate(obs_terms):
+            for t, coeff in parts:
+                table[:, o] += coeff.real * term_values[:, t]
+                if terms[t]:
+                    var[:, o] += coeff.real**2 * np.clip(1 - term_values[:, t] ** 2, 0, 1)
+        bindings, observables = pub.parameter_values, pub.observables
+        shape = np.broadcast_shapes(bindings.shape, observables.shape)
+        param_idx = np.broadcast_to(np.arange(rows.shape[0]).reshape(bindings.shape), shape)
+        obs_idx = np.broadcast_to(np.arange(len(obs_list)).reshape(observables.shape), shape)
+        evs = table[param_idx, obs_idx]
+        stds = np.sqrt(var[param_idx, obs_idx] / self.shots)
+        data = DataBin(evs=evs, stds=stds, shape=shape)
+        return PubResult(data, metadata={"shots": self.shots, "bases": basis_strings,
+                                         "circuit_metadata": pub.circuit.metadata})
+
+
+# Backends -------------------------------------------------------------------------------------
+class DeviceBackend(QuantumBackend):
+    """A backend whose circuits are transpiled once to a device's ISA (shared logic).
+
+    Attributes:
+        transpiled: The :class:`~hqcnn_qiskit.transpile.TranspiledCircuit` after ``prepare``.
+    """
+
+    def __init__(self, *, profile: BackendProfile):
+        super().__init__(profile=profile)
+        self.device = fake_device(profile.device, where=f"{profile.source}: field 'device'")
+        self.target = self.device.target
+        self.transpiled: TranspiledCircuit | None = None
+        self._pinned: QuantumCircuit | None = None
+        self._estimator = None
+
+    @property
+    def isa_circuit(self) -> QuantumCircuit | None:
+        """The transpiled circuit the model runs (``None`` before ``build_qnn``)."""
+        return self.transpiled.circuit if self.transpiled else None
+
+    def prepare(self, circuit, observables):
+        if self._pinned is not None:
+            isa = self._pinned
+            names = sorted(p.name for p in circuit.parameters)
+            if sorted(p.name for p in isa.parameters) != names:
+                raise BackendError("the saved ISA circuit does not have the model's parameters")
+            # the saved circuit's parameters are new objects: rebind by name
+            by_name = {p.name: p for p in circuit.parameters}
+            isa = isa.assign_parameters({p: by_name[p.name] for p in isa.parameters})
+            obs = [SparsePauliOp(o).apply_layout(isa.layout) for o in observables]
+            qubits = tuple(isa.layout.initial_index_layout()[: circuit.num_qubits])
+            self.transpiled = TranspiledCircuit(
+                isa, obs, qubits, isa.depth(),
+                sum(1 for i in isa.data if i.operation.num_qubits == 2
+                    and i.operation.name not in IGNORED_OPS),
+                dict(isa.count_ops()),
+            )
+        else:
+            self.transpiled = transpile_to_device(
+                circuit, observables, self.target,
+                physical_qubits=self.profile.physical_qubits,
+                optimization_level=self.profile.optimization_level,
+                seed_transpiler=self.profile.seed_transpiler,
+            )
+        return self.transpiled.circuit, list(self.transpiled.observables)
+
+    def save_qpy(self, path) -> None:
+        """Save the transpiled circuit (QPY) so a later run uses exactly the same one."""
+        if self.transpiled is None:
+            raise BackendError("nothing to save: build the model (build_qnn) first")
+        save_qpy(self.transpiled.circuit, path)
+
+    def load_qpy(self, path) -> None:
+        """Use the ISA circuit saved at ``path`` instead of transpiling (call before
+        ``build_qnn``, e.g. before building the model)."""
+        self._pinned = load_qpy(path)
+
+    def estimator(self):
+        if self._estimator is None:
+            self._estimator = self._make_estimator()
+        return self._estimator
+
+    def _make_estimator(self):  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    @property
+    def last_batch_stats(self) -> dict:
+        """Shots, circuits, seconds and estimator calls since the previous read (so reading it
+        once per training step gives that step's forward and backward cost)."""
+        if self._estimator is None:
+            return {"shots": 0, "circuits": 0, "seconds": 0.0, "calls": 0}
+        return self._estimator.pop_stats()
+
+    def describe(self) -> dict:
+        info = super().describe()
+        info["shots"] = self.profile.shots
+        info["mitigation"] = {
+            "readout": self.profile.mitigation.readout, "zne": self.profile.mitigation.zne,
+        }
+        if self.transpiled is not None:
+            info.update(self.transpiled.describe())
+        return info
+
+
+class AerNoisyBackend(DeviceBackend):
+    """Shot-based Aer simulation with the noise of a device snapshot (kind ``"aer"``)."""
+
+    def _make_estimator(self):
+        p = self.profile
+        return SamplingEstimator(
+            AerRunner(self.target, seed=p.seed), shots=p.shots or 1024,
+            mitigation=p.mitigation, target=self.target, seed=p.seed,
+        )
+
+
+class RuntimeLocalBackend(DeviceBackend):
+    """qiskit-ibm-runtime local testing mode on a fake device (kind ``"runtime_local"``): the
+    runtime's ``SamplerV2`` with the fake backend as ``mode`` samples full-width ISA circuits,
+    and our sampling estimator turns counts into (mitigated) expectation values."""
+
+    def _make_estimator(self):
+        from qiskit_ibm_runtime import SamplerV2
+
+        p = self.profile
+        options = {"default_shots": p.shots or 1024}
+        if p.seed is not None:
+            options["simulator"] = {"seed_simulator": p.seed}
+        sampler = SamplerV2(mode=self.device, options=options)
+        return SamplingEstimator(
+            SamplerRunner(sampler), shots=p.shots or 1024, mitigation=p.mitigation,
+            target=self.target, seed=p.seed,
+        )
+
+
+register_kind("aer", lambda profile: AerNoisyBackend(profile=profile))
+register_kind("runtime_local", lambda profile: RuntimeLocalBackend(profile=profile))
