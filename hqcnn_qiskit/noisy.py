@@ -535,8 +535,12 @@ class DeviceBackend(QuantumBackend):
             if sorted(p.name for p in isa.parameters) != names:
                 raise BackendError("the saved ISA circuit does not have the model's parameters")
             # the saved circuit's parameters are new objects: rebind by name
+            from qiskit.circuit import Parameter
+
             by_name = {p.name: p for p in circuit.parameters}
-            isa = isa.assign_parameters({p: by_name[p.name] for p in isa.parameters})
+            temp = {p: Parameter(f"_pin{i}") for i, p in enumerate(isa.parameters)}
+            isa = isa.assign_parameters(temp)  # two steps: old and new names coincide
+            isa = isa.assign_parameters({t: by_name[p.name] for p, t in temp.items()})
             obs = [SparsePauliOp(o).apply_layout(isa.layout) for o in observables]
             qubits = tuple(isa.layout.initial_index_layout()[: circuit.num_qubits])
             self.transpiled = TranspiledCircuit(

@@ -1,0 +1,169 @@
+"""Device transpilation and the sampling estimator (Aer, FakeBrisbane / FakeFez snapshots)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from qiskit.quantum_info import SparsePauliOp
+
+from hqcnn_qiskit.backends import get_backend
+from hqcnn_qiskit.errors import BackendError
+from hqcnn_qiskit.model import get_model, hqcnn_circuit, readout_observables
+from hqcnn_qiskit.noisy import AerRunner, SamplingEstimator, noise_model_for
+from hqcnn_qiskit.primitives import (
+    BatchedParamShiftEstimatorGradient,
+    BatchedStatevectorEstimator,
+    CountingEstimator,
+)
+from hqcnn_qiskit.transpile import (
+    active_qubits,
+    choose_qubits,
+    fake_device,
+    isa_violations,
+    transpile_to_device,
+)
+
+
+@pytest.fixture(scope="module")
+def brisbane():
+    return fake_device("FakeBrisbane")
+
+
+@pytest.fixture(scope="module")
+def logical():
+    circuit, inputs, weights, _ = hqcnn_circuit()
+    return circuit, inputs + weights
+
+
+@pytest.fixture(scope="module")
+def transpiled(brisbane, logical):
+    return transpile_to_device(logical[0], readout_observables(), brisbane.target)
+
+
+@pytest.mark.parametrize("device", ["FakeBrisbane", "FakeFez"])
+def test_transpiled_circuit_is_isa_and_follows_the_coupling_map(device, logical):
+    target = fake_device(device).target
+    t = transpile_to_device(logical[0], readout_observables(), target)
+    assert isa_violations(t.circuit, target) == []
+    coupling = target.build_coupling_map()
+    for inst in t.circuit.data:
+        if inst.operation.num_qubits == 2:
+            a, b = (t.circuit.find_bit(q).index for q in inst.qubits)
+            assert coupling.graph.has_edge(a, b), (inst.operation.name, a, b)
+    assert set(active_qubits(t.circuit)) <= set(t.physical_qubits)
+    assert t.two_qubit_gates > 0 and t.depth > 0
+
+
+def test_chosen_qubits_are_a_connected_low_error_path(brisbane):
+    target = brisbane.target
+    qubits = choose_qubits(target, 4)
+    coupling = target.build_coupling_map()
+    for a, b in zip(qubits, qubits[1:]):
+        assert coupling.graph.has_edge(a, b) or coupling.graph.has_edge(b, a)
+    readout = np.array([target["measure"][(q,)].error for q in range(target.num_qubits)])
+    assert all(readout[q] < np.median(readout) for q in qubits)
+
+
+def _exact(logical, observables, rows):
+    circuit, params = logical
+    est = BatchedStatevectorEstimator()
+    vals = {p: rows[:, i] for i, p in enumerate(params)}
+    pub = (circuit, observables, np.stack([vals[p] for p in circuit.parameters], -1)[:, None, :])
+    return np.asarray(est.run([pub]).result()[0].data.evs)
+
+
+def test_noiseless_sampling_matches_exact_with_layout_not_0_to_3(brisbane, logical, transpiled):
+    assert sorted(transpiled.physical_qubits) != [0, 1, 2, 3]
+    # general Paulis too: Y, two- and three-qubit terms, a coefficient and an identity
+    extra = [SparsePauliOp(["YIII", "IXZI"], [0.5, -1.0]), SparsePauliOp(["ZZYI", "IIII"])]
+    logical_obs = readout_observables() + extra
+    mapped = transpiled.observables + [o.apply_layout(transpiled.circuit.layout) for o in extra]
+    rows = np.random.default_rng(3).uniform(-np.pi, np.pi, (4, len(logical[1])))
+    isa = transpiled.circuit
+    shots = 4000
+    est = SamplingEstimator(AerRunner(None, seed=11), shots=shots, seed=11)
+    vals = {p: rows[:, i] for i, p in enumerate(logical[1])}
+    table = np.stack([vals[p] for p in isa.parameters], -1)
+    res = est.run([(isa, mapped, table[:, None, :])]).result()[0]
+    exact = _exact(logical, logical_obs, rows)
+    assert res.data.evs.shape == (4, len(logical_obs))
+    bound = 5 * 1.5 / np.sqrt(shots) + 1e-9  # 5 sigma, coefficient sum <= 1.5
+    assert np.max(np.abs(res.data.evs - exact)) < bound
+    # a wrong layout (observables left on qubits 0..3) must not agree
+    with pytest.raises(ValueError, match="does not use"):
+        est.run([(isa, readout_observables(127), table[:1])]).result()
+
+
+def test_broadcasting_shapes(transpiled):
+    isa = transpiled.circuit
+    est = SamplingEstimator(AerRunner(None, seed=1), shots=64, seed=1)
+    values = np.zeros((3, 1, isa.num_parameters))
+    obs = [transpiled.observables[0], transpiled.observables[5]]
+    res = est.run([(isa, obs, values)]).result()[0]
+    assert res.data.evs.shape == (3, 2)
+    assert res.data.stds.shape == (3, 2)
+
+
+def test_noise_model_covers_only_the_active_qubits(brisbane, transpiled):
+    qubits = tuple(active_qubits(transpiled.circuit))
+    nm = noise_model_for(brisbane.target, qubits)
+    assert sorted(nm.noise_qubits) == list(range(len(qubits)))
+    assert "ecr" in nm.noise_instructions and "measure" in nm.noise_instructions
+
+
+def test_batched_gradient_on_the_noiseless_sampler_is_one_call_and_correct(logical, transpiled):
+    isa = transpiled.circuit
+    est = CountingEstimator(SamplingEstimator(AerRunner(None, seed=5), shots=8000, seed=5))
+    grad = BatchedParamShiftEstimatorGradient(est)
+    rows = np.random.default_rng(0).uniform(-np.pi, np.pi, (2, isa.num_parameters))
+    obs = transpiled.observables[4]  # Z on logical qubit 0
+    result = grad.run([isa, isa], [obs, obs], rows).result()
+    assert est.calls == 1 and est.pubs == 1
+    exact_grad = BatchedParamShiftEstimatorGradient(BatchedStatevectorEstimator())
+    # the same gradient on the logical circuit, parameters matched by name
+    circuit = logical[0]
+    by_name = {p.name: i for i, p in enumerate(isa.parameters)}
+    logical_rows = rows[:, [by_name[p.name] for p in circuit.parameters]]
+    ref = exact_grad.run([circuit, circuit], [readout_observables()[4]] * 2, logical_rows).result()
+    for g, r in zip(result.gradients, ref.gradients):
+        order = [by_name[p.name] for p in circuit.parameters]
+        assert np.allclose(np.asarray(g)[order], r, atol=0.15)
+
+
+def test_model_runs_on_aer_noisy_with_progress_stats():
+    model = get_model("hqcnn", backend="aer_noisy", generator=torch.Generator().manual_seed(0))
+    backend = model.quantum.backend
+    out = model(torch.randn(2, 1, 28, 28))
+    out.sum().backward()
+    assert torch.isfinite(model.quantum.connector.weight.grad).all()
+    assert model.quantum.connector.weight.grad.abs().sum() > 0
+    stats = backend.last_batch_stats
+    assert stats["calls"] == 2 and stats["shots"] > 0 and stats["seconds"] > 0
+    assert backend.last_batch_stats["calls"] == 0  # reading starts a new tally
+    info = backend.describe()
+    assert len(info["qubits"]) == 4 and info["two_qubit_gates"] > 0
+
+
+def test_qpy_round_trip_pins_the_circuit(tmp_path):
+    first = get_backend("aer_noisy")
+    circuit, inputs, weights, _ = hqcnn_circuit()
+    first.build_qnn(circuit=circuit, input_params=inputs, weight_params=weights,
+                    observables=readout_observables())
+    first.save_qpy(tmp_path / "isa.qpy")
+    second = get_backend("aer_noisy")
+    second.load_qpy(tmp_path / "isa.qpy")
+    circuit2, inputs2, weights2, _ = hqcnn_circuit()
+    second.build_qnn(circuit=circuit2, input_params=inputs2, weight_params=weights2,
+                     observables=readout_observables())
+    assert second.describe()["qubits"] == first.describe()["qubits"]
+    assert second.isa_circuit.count_ops() == first.isa_circuit.count_ops()
+    assert set(second.isa_circuit.parameters) == set(circuit2.parameters)
+    assert [str(o) for o in second.transpiled.observables] == [
+        str(o) for o in first.transpiled.observables
+    ]
+
+
+def test_unknown_fake_device_lists_valid_names():
+    with pytest.raises(BackendError, match="FakeBrisbane.*FakeFez"):
+        fake_device("FakeNowhere")
