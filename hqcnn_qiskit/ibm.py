@@ -1,0 +1,357 @@
+"""IBM Quantum through qiskit-ibm-runtime: the account, the device, submission with retries, and
+the ``runtime`` profile kind.
+
+Everything that talks to the IBM service goes through :func:`get_service`, which builds a
+``QiskitRuntimeService`` (channel ``ibm_quantum_platform``) from ``QISKIT_IBM_TOKEN`` and
+``QISKIT_IBM_INSTANCE`` or from an account saved with ``QiskitRuntimeService.save_account``.
+:func:`set_service_factory` replaces that constructor (the one test hook: tests inject a double of
+the service and its jobs here). The token is never printed, logged or written: every message
+built from a service exception goes through :func:`scrub`.
+
+Jobs go to the legacy server-side ``qiskit_ibm_runtime.EstimatorV2`` (deprecated in 0.50 in
+favour of the client-side executor estimator): its results are post-processed by the service, so
+``service.job(job_id).result()`` returns expectation values days later, from any machine, which is
+what ``hqcnn-qiskit jobs fetch`` needs. The profile's mitigation fields become its options through
+:func:`hqcnn_qiskit.mitigation.runtime_options`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable, Sequence
+
+from qiskit.circuit import QuantumCircuit
+from qiskit.quantum_info import SparsePauliOp
+
+from .backends import QuantumBackend, register_kind
+from .errors import BackendError
+from .profiles import BackendProfile
+
+__all__ = [
+    "CHANNEL",
+    "ServiceUnavailable",
+    "JobFailed",
+    "set_service_factory",
+    "get_service",
+    "scrub",
+    "resolve_device",
+    "offline_snapshot",
+    "is_transient",
+    "with_retries",
+    "open_mode",
+    "submit_estimator",
+    "wait_for_job",
+    "RuntimeBackend",
+]
+
+CHANNEL = "ibm_quantum_platform"
+#: Job states that end a job (``RuntimeJobV2.status()`` strings).
+FINAL_STATES = ("DONE", "ERROR", "CANCELLED")
+
+
+class ServiceUnavailable(BackendError):
+    """The IBM Quantum service cannot be used: no account, a rejected token, or no network."""
+
+
+class JobFailed(BackendError):
+    """A job ended in ERROR or CANCELLED; the message carries the service's reason."""
+
+
+_factory: Callable | None = None
+
+
+def set_service_factory(factory: Callable | None) -> None:
+    """Replace the ``QiskitRuntimeService`` constructor (``None`` restores it).
+
+    The factory is called with keyword arguments ``channel`` and, when set in the environment,
+    ``token`` and ``instance``, exactly as ``QiskitRuntimeService`` would be; it returns an object
+    with the service's ``backend``, ``backends``, ``least_busy``, ``job`` and ``_run`` (what the
+    runtime primitives call). This is the hook for test doubles of the network boundary.
+    """
+    global _factory
+    _factory = factory
+
+
+def _token() -> str | None:
+    return os.environ.get("QISKIT_IBM_TOKEN") or None
+
+
+def scrub(text: object) -> str:
+    """``text`` as one line with the token (if any) and anything shaped like an API key masked."""
+    out = " ".join(str(text).split())
+    token = _token()
+    if token:
+        out = out.replace(token, "***")
+    return re.sub(r"(?i)(token|apikey|api_key|authorization)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+",
+                  r"\1\2***", out)
+
+
+def get_service():
+    """A connected ``QiskitRuntimeService`` (or the injected double).
+
+    Raises:
+        ServiceUnavailable: No account, a rejected token, or the service cannot be reached.
+    """
+    kwargs: dict = {"channel": CHANNEL}
+    if _token():
+        kwargs["token"] = _token()
+        if os.environ.get("QISKIT_IBM_INSTANCE"):
+            kwargs["instance"] = os.environ["QISKIT_IBM_INSTANCE"]
+    factory = _factory
+    if factory is None:
+        from qiskit_ibm_runtime import QiskitRuntimeService
+
+        factory = QiskitRuntimeService
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return factory(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line without the token
+        from qiskit_ibm_runtime.accounts import AccountNotFoundError
+
+        text = scrub(exc)
+        if isinstance(exc, AccountNotFoundError):
+            raise ServiceUnavailable(
+                "no IBM Quantum account: set QISKIT_IBM_TOKEN (and QISKIT_IBM_INSTANCE) or save one "
+                f"with QiskitRuntimeService.save_account(channel='{CHANNEL}', token=...)"
+            ) from None
+        if re.search(r"401|403|unauthori[sz]ed|forbidden|invalid.*(token|api ?key)|api ?key.*invalid",
+                     text, re.I):
+            raise ServiceUnavailable(f"IBM Quantum rejected the token ({text})") from None
+        raise ServiceUnavailable(f"cannot reach IBM Quantum ({type(exc).__name__}: {text})") from None
+
+
+def _backend_names(service) -> list[str]:
+    try:
+        return sorted(b.name for b in service.backends(simulator=False, operational=True))
+    except TypeError:  # a service without those filters
+        return sorted(b.name for b in service.backends())
+
+
+def resolve_device(service, name: str, *, min_qubits: int = 4):
+    """The device ``name`` (or the least busy one for ``"least_busy"``) from ``service``.
+
+    Raises:
+        BackendError: Unknown or retired device (the message lists what the account can use),
+            or a device with fewer than ``min_qubits`` qubits.
+    """
+    try:
+        if name == "least_busy":
+            device = with_retries(lambda: service.least_busy(
+                operational=True, simulator=False, min_num_qubits=min_qubits))
+        else:
+            device = with_retries(lambda: service.backend(name))
+    except BackendError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - QiskitBackendNotFoundError and friends
+        try:
+            names = ", ".join(_backend_names(service)) or "none"
+        except Exception:  # noqa: BLE001
+            names = "(could not list devices)"
+        what = "no operational device" if name == "least_busy" else f"device '{name}'"
+        raise BackendError(
+            f"{what} is not available to this account (retired, unknown or no access: "
+            f"{scrub(exc)}); available: {names}"
+        ) from None
+    if device.num_qubits < min_qubits:
+        raise BackendError(
+            f"device '{device.name}' has {device.num_qubits} qubits; the circuit needs {min_qubits}"
+        )
+    return device
+
+
+def offline_snapshot(name: str):
+    """The qiskit-ibm-runtime snapshot standing in for device ``name`` when IBM is unreachable.
+
+    ``ibm_brisbane`` -> ``FakeBrisbane`` and so on; ``least_busy`` or a device without a snapshot
+    gets ``FakeFez`` (a Heron r2, like most of the current fleet).
+
+    Returns:
+        The fake backend and the name of its class.
+    """
+    from qiskit_ibm_runtime import fake_provider
+
+    cls_name = "Fake" + name.removeprefix("ibm_").capitalize()
+    if name == "least_busy" or not hasattr(fake_provider, cls_name):
+        cls_name = "FakeFez"
+    return getattr(fake_provider, cls_name)(), cls_name
+
+
+# Retries ---------------------------------------------------------------------------------------
+_TRANSIENT_STATUS = (429, 500, 502, 503, 504)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying: a dropped connection, a timeout, HTTP 429 or 5xx."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    try:
+        import requests
+
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+            return True
+    except ImportError:  # pragma: no cover - requests comes with qiskit-ibm-runtime
+        pass
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and status in _TRANSIENT_STATUS:
+        return True
+    return bool(re.search(r"\b(429|50[0234])\b|temporarily unavailable|try again", str(exc), re.I))
+
+
+def _retry_delay() -> float:
+    return float(os.environ.get("HQCNN_RETRY_DELAY", "2"))
+
+
+def with_retries(fn: Callable, *, attempts: int = 5, delay: float | None = None,
+                 log: Callable[[str], None] | None = None):
+    """``fn()``, retried with exponential backoff (delay, 2·delay, 4·delay, ...) on transient
+    errors; any other error, or the last transient one, is raised."""
+    delay = _retry_delay() if delay is None else delay
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001
+            if not is_transient(exc) or attempt == attempts - 1:
+                raise
+            wait = delay * 2**attempt
+            if log:
+                log(f"transient service error ({scrub(exc)}); retrying in {wait:.0f} s")
+            time.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+# Submission ------------------------------------------------------------------------------------
+def open_mode(device, execution_mode: str):
+    """The ``mode`` for a primitive: the device (job mode), or a new ``Batch`` or ``Session``.
+
+    Raises:
+        BackendError: The service refused the batch or session (the Open plan has no sessions).
+    """
+    if execution_mode == "job":
+        return device
+    from qiskit_ibm_runtime import Batch, Session
+
+    cls = Batch if execution_mode == "batch" else Session
+    try:
+        return with_retries(lambda: cls(backend=device))
+    except Exception as exc:  # noqa: BLE001
+        raise BackendError(
+            f"could not open a {execution_mode} on '{device.name}' ({scrub(exc)}); the Open plan "
+            "allows job and batch mode only: set execution_mode in the profile"
+        ) from None
+
+
+def _estimator(mode, options: dict):
+    from qiskit_ibm_runtime import EstimatorV2
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return EstimatorV2(mode=mode, options=options)
+
+
+def submit_estimator(mode, pubs: Sequence, options: dict, *, log=None):
+    """Submit ``pubs`` as one ``EstimatorV2`` job in ``mode``; transient errors are retried.
+
+    Returns:
+        The runtime job.
+
+    Raises:
+        BackendError: The service refused the job (the message is the service's reason).
+    """
+    try:
+        estimator = _estimator(mode, options)
+        return with_retries(lambda: estimator.run(list(pubs)), log=log)
+    except BackendError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise BackendError(f"the job was not accepted: {scrub(exc)}") from None
+
+
+def wait_for_job(job, *, poll: float | None = None, timeout: float | None = None,
+                 on_status: Callable[[str], None] | None = None) -> str:
+    """Poll ``job.status()`` until a final state; transient errors while polling are retried.
+
+    Returns:
+        ``"DONE"``.
+
+    Raises:
+        JobFailed: The job ended in ERROR or CANCELLED (with the service's reason).
+        BackendError: ``timeout`` seconds passed first.
+    """
+    poll = float(os.environ.get("HQCNN_POLL_SECONDS", "5")) if poll is None else poll
+    start = time.monotonic()
+    last = None
+    while True:
+        status = str(with_retries(job.status))
+        status = status.rsplit(".", 1)[-1].upper()
+        if status != last and on_status:
+            on_status(status)
+        last = status
+        if status == "DONE":
+            return status
+        if status in ("ERROR", "CANCELLED"):
+            reason = None
+            try:
+                reason = job.error_message()
+            except Exception:  # noqa: BLE001
+                pass
+            raise JobFailed(f"job {job.job_id()} {status.lower()}: {scrub(reason or 'no reason given')}")
+        if timeout is not None and time.monotonic() - start > timeout:
+            raise BackendError(f"job {job.job_id()} still {status} after {timeout:.0f} s; "
+                               "`hqcnn-qiskit jobs fetch` collects it later")
+        time.sleep(poll)
+
+
+# The ``runtime`` profile kind ---------------------------------------------------------------------
+class RuntimeBackend(QuantumBackend):
+    """A profile of kind ``runtime``: the circuit transpiled once to an IBM device and evaluated
+    by the runtime estimator with the profile's mitigation options (synchronous: every batch is a
+    job; ``hqcnn-qiskit infer`` is the path that journals jobs and survives interruptions).
+
+    Nothing connects until the circuit is prepared.
+    """
+
+    def __init__(self, *, profile: BackendProfile):
+        super().__init__(profile=profile)
+        self._device = None
+        self._mode = None
+        self.transpiled = None
+
+    @property
+    def device(self):
+        """The IBM backend (connects on first use)."""
+        if self._device is None:
+            self._device = resolve_device(get_service(), self.profile.device)
+        return self._device
+
+    def prepare(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp]):
+        from .transpile import transpile_to_device
+
+        self.transpiled = transpile_to_device(
+            circuit, observables, self.device.target,
+            physical_qubits=self.profile.physical_qubits,
+            optimization_level=self.profile.optimization_level,
+            seed_transpiler=self.profile.seed_transpiler,
+        )
+        return self.transpiled.circuit, list(self.transpiled.observables)
+
+    def estimator(self):
+        from .mitigation import runtime_options
+
+        if self._mode is None:
+            self._mode = open_mode(self.device, self.profile.execution_mode)
+        return _estimator(self._mode, runtime_options(self.profile))
+
+    def describe(self) -> dict:
+        info = super().describe()
+        if self._device is not None:
+            info["device"] = self._device.name
+        if self.transpiled is not None:
+            info.update(self.transpiled.describe())
+        return info
+
+
+register_kind("runtime", lambda profile: RuntimeBackend(profile=profile))

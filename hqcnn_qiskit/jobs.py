@@ -1,0 +1,880 @@
+"""Inference jobs: the classical front runs here, the circuit runs as one journaled job, and the
+head is finished whenever the result is fetched.
+
+``infer`` computes the 4 angles of every image locally, then sends the quantum part of all N
+images as **one estimator job**: one PUB whose parameter array holds N rows (angles + trained
+circuit weights) with the 8 observables broadcast against it (shape ``(N, 1)`` x ``(8,)``). It is
+split into several jobs only when a job would pass the service's execution limit.
+
+Nothing is lost after submission: before anything is sent, the head-side inputs (checkpoint path
+and hash, image indices, labels, angles, weights, observables and layout) are written to
+``RUN_DIR/jobs/<submission>/``; each job id is appended to ``RUN_DIR/jobs.jsonl`` and to the user
+index ``$HQCNN_HOME/jobs.jsonl`` (default ``~/.hqcnn-qiskit``) as soon as the service returns it,
+before any waiting. ``fetch_job`` then needs only the job id: it collects the result from the
+service (or from the run folder, once fetched), runs the head and writes per-image predictions.
+
+Backends of kind ``runtime`` go to IBM Quantum (:mod:`hqcnn_qiskit.ibm`); every other kind (the
+``runtime_local`` testing mode on a device snapshot, Aer, exact) runs in this process through the
+backend's own estimator, with the same journal, so ``infer`` + ``jobs fetch`` and ``evaluate`` on
+the same profile are the same computation.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import os
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import BackendError, CheckpointError, ConfigError, HQCNNError
+
+__all__ = [
+    "CONFIRM_ABOVE_SECONDS",
+    "MAX_EXECUTIONS_PER_JOB",
+    "OPEN_PLAN_SECONDS",
+    "InferencePlan",
+    "hqcnn_home",
+    "estimate_usage",
+    "prepare_inference",
+    "submit_inference",
+    "infer",
+    "fetch_job",
+    "job_status",
+    "list_jobs",
+    "add_commands",
+]
+
+#: Ask for ``--yes`` when a real-device submission is estimated above this many QPU seconds
+#: (5% of the Open plan's 10 minutes per 28 days).
+CONFIRM_ABOVE_SECONDS = 30.0
+#: The Open plan's QPU time per rolling 28 days.
+OPEN_PLAN_SECONDS = 600.0
+#: IBM's job validation limit on executions (circuits after broadcasting x shots) per job. The
+#: guide exempts Estimator jobs (the service splits them into sub-jobs); we keep to it anyway so
+#: that each job stays small and a failure costs little.
+MAX_EXECUTIONS_PER_JOB = 10_000_000
+#: IBM's job validation passes any job with fewer 2-qubit gates than this (counted on the
+#: submitted circuit, multiplied by the sum of ZNE noise factors).
+SAFE_TWO_QUBIT_GATES = 10_000
+#: IBM's published baseline usage model (guide "Workload usage", section "Estimate usage before
+#: submitting a job"): ~2 s per sub-job + (rep_delay + circuit length) x executions.
+SUBJOB_OVERHEAD_SECONDS = 2.0
+DEFAULT_REP_DELAY = 250e-6
+
+Log = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def hqcnn_home() -> Path:
+    """``$HQCNN_HOME``, else ``~/.hqcnn-qiskit``: where the user-level job index lives."""
+    return Path(os.environ.get("HQCNN_HOME") or Path.home() / ".hqcnn-qiskit")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _append_line(path: Path, record: dict) -> None:
+    """Append one JSON line and make it durable before returning."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _read_lines(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:  # a torn last line after a crash: skip it
+                continue
+    return out
+
+
+def _write_atomic(path: Path, writer: Callable[[Path], None]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    writer(tmp)
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _device_key(name: str | None) -> str:
+    """``FakeBrisbane``, ``fake_brisbane`` and ``ibm_brisbane`` all become ``brisbane``."""
+    text = (name or "").lower()
+    for prefix in ("fake_", "fake", "ibm_"):
+        text = text.removeprefix(prefix)
+    return text
+
+
+# Cost ------------------------------------------------------------------------------------------
+def _measurement_bases(observables) -> int:
+    from qiskit.quantum_info import SparsePauliOp
+
+    total = SparsePauliOp.sum([SparsePauliOp(o) for o in observables]).simplify()
+    return len(total.group_commuting(qubit_wise=True))
+
+
+def estimate_usage(circuit, target, *, rows: int, observables, shots: int, mitigation,
+                   rep_delay: float | None = None, jobs: int = 1) -> dict:
+    """QPU usage of ``rows`` parameter rows of ``circuit`` with IBM's baseline model.
+
+    ``usage ≈ jobs x 2 s + (rep_delay + circuit length) x executions``, where executions =
+    rows x measurement bases (qubit-wise commuting groups of the observables) x shots x ZNE noise
+    factors, plus, with readout mitigation (TREX), one calibration circuit's shots per basis
+    (assumed). Circuit length is the ISA circuit's scheduled duration plus one measurement and
+    one qubit initialisation (a reset's duration). Twirling spreads the shots over
+    randomizations without adding executions. Assumes one sub-job per job.
+
+    Returns:
+        A dict with ``executions``, ``circuit_seconds``, ``rep_delay``, ``seconds`` and the parts.
+    """
+    bases = _measurement_bases(observables)
+    factors = len(mitigation.zne_factors) if mitigation.zne else 1
+    executions = rows * bases * shots * factors
+    calibration = bases * shots if mitigation.readout != "none" else 0
+    try:
+        length = float(circuit.estimate_duration(target, unit="s"))
+    except Exception:  # noqa: BLE001 - a target without durations: IBM's "typical" 100 µs
+        length = 100e-6
+    for name in ("measure", "reset"):
+        try:
+            props = target[name].get((0,))
+            length += float(props.duration or 0.0) if props is not None else 0.0
+        except KeyError:
+            pass
+    rep = DEFAULT_REP_DELAY if rep_delay is None else float(rep_delay)
+    total_exec = executions + calibration
+    seconds = jobs * SUBJOB_OVERHEAD_SECONDS + (rep + length) * total_exec
+    return {
+        "rows": rows, "bases": bases, "shots": shots, "zne_factors": factors,
+        "executions": executions, "calibration_executions": calibration,
+        "circuit_seconds": length, "rep_delay": rep, "jobs": jobs, "seconds": seconds,
+        "quick_formula_seconds": jobs * SUBJOB_OVERHEAD_SECONDS + 0.00035 * total_exec,
+    }
+
+
+def _split_rows(n: int, per_row_executions: int) -> list[tuple[int, int]]:
+    per_job = max(1, MAX_EXECUTIONS_PER_JOB // max(1, per_row_executions))
+    return [(a, min(n, a + per_job)) for a in range(0, n, per_job)]
+
+
+# Planning --------------------------------------------------------------------------------------
+@dataclass
+class InferencePlan:
+    """Everything decided before submission (no job exists yet).
+
+    Attributes:
+        checkpoint: Absolute path of the checkpoint.
+        run_dir: The checkpoint's folder (journal and results go here).
+        profile: The backend profile.
+        remote: Whether the job goes to IBM Quantum (kind ``runtime``).
+        device_name: Device the ISA circuit is for.
+        offline_note: Why a snapshot stands in for the device (dry-run without the service).
+        circuit: The ISA circuit; ``observables`` are mapped onto its layout.
+        rows: ``(N, P)`` parameter values in ``circuit.parameters`` order.
+        parts: Row ranges, one per job.
+        estimate: :func:`estimate_usage` of the whole submission.
+    """
+
+    checkpoint: Path
+    run_dir: Path
+    checkpoint_sha256: str
+    dataset: dict
+    dataset_label: str
+    split: str
+    indices: np.ndarray
+    labels: np.ndarray
+    angles: np.ndarray
+    weights: dict
+    profile: object
+    remote: bool
+    device_name: str
+    offline_note: str | None
+    circuit_source: str
+    circuit: object
+    observables: list
+    physical_qubits: tuple
+    rows: np.ndarray
+    parts: list
+    estimate: dict
+    isa_stats: dict
+    backend: object = None  # the local backend object, or the IBM device
+    notes: list = field(default_factory=list)
+
+
+def _indices(spec, split: str, limit: int | None, n_loaded: int) -> np.ndarray:
+    """The image indices ``load_split`` kept (same rule: a fixed random subset)."""
+    from medmnist import INFO
+
+    total = int(INFO[spec.flag]["n_samples"][split])
+    if limit is not None and limit < total:
+        idx = np.sort(np.random.default_rng(0).choice(total, limit, replace=False))
+    else:
+        idx = np.arange(total)
+    if len(idx) != n_loaded:  # pragma: no cover - load_split changed its rule
+        idx = np.arange(n_loaded)
+    return idx
+
+
+def _saved_circuit(run_dir: Path, train_backend: str | None, device_name: str, target):
+    """``RUN_DIR/circuit.qpy`` if it was made for this device and is valid on its target."""
+    from .profiles import load_profile
+    from .transpile import isa_violations, load_qpy
+
+    path = run_dir / "circuit.qpy"
+    if not path.is_file() or not train_backend:
+        return None, "no circuit.qpy in the run folder"
+    try:
+        trained_on = load_profile(train_backend).device
+    except HQCNNError:
+        trained_on = None
+    if _device_key(trained_on) != _device_key(device_name):
+        return None, f"circuit.qpy was made for {trained_on or 'another backend'}"
+    circuit = load_qpy(path)
+    if circuit.num_qubits != target.num_qubits or isa_violations(circuit, target):
+        return None, "circuit.qpy is not valid on the device's current ISA"
+    return circuit, None
+
+
+def _rows(circuit, model, angles: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Parameter rows in ``circuit.parameters`` order, matched by name."""
+    q = model.quantum
+    weights = dict(zip((p.name for p in q.weight_params),
+                       q.connector.weight.detach().double().numpy().tolist()))
+    columns = []
+    inputs = {p.name: i for i, p in enumerate(q.input_params)}
+    for p in circuit.parameters:
+        if p.name in inputs:
+            columns.append(angles[:, inputs[p.name]])
+        elif p.name in weights:
+            columns.append(np.full(len(angles), weights[p.name]))
+        else:
+            raise CheckpointError(f"the circuit's parameter '{p.name}' is not in the checkpoint")
+    if len(columns) != len(inputs) + len(weights):
+        raise CheckpointError("the circuit does not have the checkpoint's parameters")
+    return np.stack(columns, axis=1), weights
+
+
+def _isa_stats(circuit, physical_qubits) -> dict:
+    from .transpile import IGNORED_OPS
+
+    two_q = sum(1 for inst in circuit.data if inst.operation.num_qubits == 2
+                and inst.operation.name not in IGNORED_OPS)
+    return {"device_qubits": circuit.num_qubits, "qubits": [int(q) for q in physical_qubits],
+            "depth": circuit.depth(), "two_qubit_gates": two_q,
+            "ops": {k: int(v) for k, v in circuit.count_ops().items()}}
+
+
+def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: int | None = None,
+                      data_root=None, verify: bool = True, dry_run: bool = False,
+                      log: Log = _stderr) -> InferencePlan:
+    """Run the classical front, pick the ISA circuit, build the parameter rows and the estimate.
+
+    For a ``runtime`` profile this connects to IBM Quantum to resolve the device; with
+    ``dry_run`` and no service (no account, no network) the device's snapshot stands in.
+
+    Raises:
+        CheckpointError: Missing checkpoint, a classical twin, or a circuit that does not fit.
+        BackendError: Unknown profile or device, too few qubits, no account (not in dry run).
+        DataError: The data does not match the checkpoint's dataset.
+    """
+    from .backends import get_backend
+    from .data import DatasetSpec, load_split
+    from .evaluate import load_checkpoint_model
+    from .profiles import load_profile
+    from .transpile import transpile_to_device
+
+    checkpoint = Path(checkpoint).resolve()
+    if not checkpoint.is_file():
+        raise CheckpointError(f"checkpoint {checkpoint} does not exist")
+    profile = load_profile(backend)
+    model, payload = load_checkpoint_model(checkpoint, backend="aer_ideal")
+    if not model.is_quantum:
+        raise CheckpointError(f"{checkpoint} is a classical twin: it has no circuit to run")
+    try:
+        spec = DatasetSpec.from_dict(payload["train_config"]["dataset"])
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"{checkpoint} has no dataset config ({exc})") from None
+    dataset = load_split(spec, split, root=data_root, limit=limit, verify=verify)
+    images, labels = dataset.tensors
+    if images.shape[1] != model.config.in_channels or images.shape[-1] != model.config.image_size:
+        raise CheckpointError(
+            f"{checkpoint} expects {model.config.in_channels}x{model.config.image_size}px images, "
+            f"the data has {images.shape[1]}x{images.shape[-1]}px"
+        )
+    with torch.no_grad():
+        angles = torch.cat([model.features(images[i:i + 256]) for i in range(0, len(images), 256)])
+    angles = angles.double().numpy()
+    run_dir = checkpoint.parent
+    observables = model.quantum.observables
+    remote = profile.kind == "runtime"
+    offline_note = None
+    notes = []
+    train_backend = payload.get("train_config", {}).get("backend")
+    if remote:
+        from . import ibm
+
+        try:
+            device = ibm.resolve_device(ibm.get_service(), profile.device)
+            device_name = device.name
+        except ibm.ServiceUnavailable as exc:
+            if not dry_run:
+                raise
+            device, snap = ibm.offline_snapshot(profile.device)
+            device_name = profile.device
+            offline_note = (f"IBM Quantum not reachable ({exc}); ISA circuit and estimate use "
+                            f"the {snap} snapshot in place of {profile.device}")
+        target = device.target
+        circuit, why = _saved_circuit(run_dir, train_backend, device_name, target)
+        if circuit is not None:
+            source = f"{run_dir / 'circuit.qpy'} (saved with the run)"
+            from qiskit.quantum_info import SparsePauliOp
+
+            mapped = [SparsePauliOp(o).apply_layout(circuit.layout) for o in observables]
+            qubits = tuple(circuit.layout.initial_index_layout()[: model.quantum.circuit.num_qubits])
+        else:
+            tc = transpile_to_device(
+                model.quantum.circuit, observables, target,
+                physical_qubits=profile.physical_qubits,
+                optimization_level=profile.optimization_level,
+                seed_transpiler=profile.seed_transpiler,
+            )
+            circuit, mapped, qubits = tc.circuit, list(tc.observables), tc.physical_qubits
+            source = f"transpiled now ({why})"
+        rep_delay = getattr(device, "default_rep_delay", None)
+        backend_obj = device
+    else:
+        backend_obj = get_backend(profile)
+        target = getattr(backend_obj, "target", None)
+        source = "built by the backend"
+        if target is not None and hasattr(backend_obj, "load_qpy"):
+            saved, why = _saved_circuit(run_dir, train_backend, profile.device, target)
+            if saved is not None:
+                backend_obj.load_qpy(run_dir / "circuit.qpy")
+                source = f"{run_dir / 'circuit.qpy'} (saved with the run)"
+            else:
+                source = f"transpiled now ({why})"
+        circuit, mapped = backend_obj.prepare(model.quantum.circuit, observables)
+        transpiled = getattr(backend_obj, "transpiled", None)
+        qubits = transpiled.physical_qubits if transpiled is not None else tuple(range(4))
+        device_name = profile.device or profile.kind
+        rep_delay = getattr(getattr(backend_obj, "device", None), "default_rep_delay", None)
+    rows, weights = _rows(circuit, model, angles)
+    shots = profile.shots or 1024
+    m = profile.mitigation
+    bases = _measurement_bases(mapped)
+    per_row = bases * shots * (len(m.zne_factors) if m.zne else 1)
+    parts = _split_rows(len(rows), per_row)
+    if target is not None:
+        estimate = estimate_usage(circuit, target, rows=len(rows), observables=mapped, shots=shots,
+                                  mitigation=m, rep_delay=rep_delay, jobs=len(parts))
+        isa = _isa_stats(circuit, qubits)
+    else:
+        estimate = {"seconds": 0.0, "executions": len(rows) * per_row, "jobs": len(parts)}
+        isa = _isa_stats(circuit, qubits)
+    two_q = isa["two_qubit_gates"] * (sum(m.zne_factors) if m.zne else 1)
+    if two_q >= SAFE_TWO_QUBIT_GATES:
+        notes.append(f"{two_q} two-qubit gates (with ZNE folding) is above the {SAFE_TWO_QUBIT_GATES} "
+                     "that IBM's job validation always accepts; the service may reject the job")
+    return InferencePlan(
+        checkpoint=checkpoint, run_dir=run_dir, checkpoint_sha256=_sha256(checkpoint),
+        dataset=payload["train_config"]["dataset"],
+        dataset_label=spec.describe(), split=split,
+        indices=_indices(spec, split, limit, len(labels)), labels=labels.numpy(), angles=angles,
+        weights=weights, profile=profile, remote=remote, device_name=device_name,
+        offline_note=offline_note, circuit_source=source, circuit=circuit, observables=mapped,
+        physical_qubits=tuple(int(q) for q in qubits), rows=rows, parts=parts, estimate=estimate,
+        isa_stats=isa, backend=backend_obj, notes=notes,
+    )
+
+
+def describe_plan(plan: InferencePlan) -> list[str]:
+    """Human-readable lines: device, ISA circuit, jobs, executions, usage estimate."""
+    e, s, p = plan.estimate, plan.isa_stats, plan.profile
+    m = p.mitigation
+    lines = [f"backend: {p.name} (kind {p.kind}, device {plan.device_name}, "
+             f"execution mode {p.execution_mode})"]
+    if plan.offline_note:
+        lines.append(f"offline: {plan.offline_note}")
+    lines += [
+        f"checkpoint: {plan.checkpoint} ({plan.dataset_label}, {plan.split} split, "
+        f"{len(plan.rows)} images)",
+        f"ISA circuit: {plan.circuit_source}",
+        f"  {s['device_qubits']}-qubit device, physical qubits {s['qubits']}, depth {s['depth']}, "
+        f"two-qubit gates {s['two_qubit_gates']}",
+        f"  ops: {', '.join(f'{k} {v}' for k, v in sorted(s['ops'].items()))}",
+        f"mitigation: readout {m.readout}, zne {m.zne}, gate twirling {m.gate_twirling}, "
+        f"dynamical decoupling {m.dynamical_decoupling}",
+        f"jobs: {len(plan.parts)} job(s), 1 PUB each: {len(plan.rows)} parameter rows x "
+        f"{len(plan.observables)} observables broadcast",
+    ]
+    if "bases" in e:
+        rate = (e["rep_delay"] + e["circuit_seconds"]) * 1e6
+        lines += [
+            f"executions: {e['rows']} rows x {e['bases']} measurement bases x {e['shots']} shots"
+            + (f" x {e['zne_factors']} ZNE factors" if e["zne_factors"] > 1 else "")
+            + f" = {e['executions']:,}"
+            + (f" (+{e['calibration_executions']:,} readout calibration, assumed)"
+               if e["calibration_executions"] else ""),
+            f"estimated QPU usage: {e['seconds']:.1f} s = {e['jobs']} x 2 s overhead + "
+            f"{e['executions'] + e['calibration_executions']:,} x {rate:.0f} µs "
+            f"(rep_delay {e['rep_delay'] * 1e6:.0f} µs + circuit {e['circuit_seconds'] * 1e6:.1f} µs)"
+            f"; IBM quick formula 2 s + 350 µs/execution: {e['quick_formula_seconds']:.1f} s",
+            f"  = {100 * e['seconds'] / OPEN_PLAN_SECONDS:.1f}% of the Open plan's "
+            f"{OPEN_PLAN_SECONDS / 60:.0f} min per 28 days (model: IBM 'Workload usage' guide; "
+            "mitigation overheads beyond TREX calibration not counted)",
+        ]
+    lines += [f"note: {n}" for n in plan.notes]
+    return lines
+
+
+# Submission ------------------------------------------------------------------------------------
+def _pub(plan: InferencePlan, a: int, b: int):
+    rows = plan.rows[a:b]
+    return (plan.circuit, list(plan.observables), rows.reshape(len(rows), 1, rows.shape[1]))
+
+
+def _submission_dir(plan: InferencePlan, submission: str) -> Path:
+    return plan.run_dir / "jobs" / submission
+
+
+def _save_inputs(plan: InferencePlan, submission: str) -> Path:
+    """Write the head-side inputs before anything is submitted."""
+    folder = _submission_dir(plan, submission)
+    folder.mkdir(parents=True, exist_ok=True)
+    def write_inputs(tmp: Path):
+        with tmp.open("wb") as fh:
+            np.savez(fh, indices=plan.indices, labels=plan.labels, angles=plan.angles,
+                     rows=plan.rows)
+
+    _write_atomic(folder / "inputs.npz", write_inputs)
+    meta = {
+        "submission": submission, "created": _now(), "checkpoint": str(plan.checkpoint),
+        "checkpoint_sha256": plan.checkpoint_sha256, "dataset": plan.dataset,
+        "dataset_label": plan.dataset_label, "split": plan.split, "n": int(len(plan.rows)),
+        "backend": plan.profile.name, "kind": plan.profile.kind, "device": plan.device_name,
+        "execution_mode": plan.profile.execution_mode, "shots": plan.profile.shots,
+        "parts": [list(p) for p in plan.parts], "weights": plan.weights,
+        "parameters": [p.name for p in plan.circuit.parameters],
+        "observables": [[(lbl, float(c.real)) for lbl, c in o.label_iter()]
+                        if hasattr(o, "label_iter") else str(o) for o in plan.observables],
+        "physical_qubits": list(plan.physical_qubits), "isa": plan.isa_stats,
+        "estimate": plan.estimate, "circuit_source": plan.circuit_source,
+    }
+    _write_atomic(folder / "meta.json",
+                  lambda tmp: tmp.write_text(json.dumps(meta, indent=1, sort_keys=True)))
+    return folder
+
+
+def _journal(plan_run_dir: Path, record: dict, *, index: bool = True) -> None:
+    _append_line(plan_run_dir / "jobs.jsonl", record)
+    if index:
+        _append_line(hqcnn_home() / "jobs.jsonl", {
+            k: record[k] for k in ("job_id", "submission", "part", "parts", "backend", "device",
+                                   "kind", "time") if k in record
+        } | {"run_dir": str(plan_run_dir)})
+
+
+def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stderr) -> list[str]:
+    """Submit the plan's jobs and journal each id as soon as it exists.
+
+    Runtime jobs return at once (use :func:`fetch_job` to wait); other kinds run here and their
+    result is saved with the journal.
+
+    Returns:
+        The job ids, one per part.
+
+    Raises:
+        ConfigError: A real-device submission above :data:`CONFIRM_ABOVE_SECONDS` without ``yes``.
+    """
+    seconds = plan.estimate.get("seconds", 0.0)
+    if plan.remote and seconds > CONFIRM_ABOVE_SECONDS and not yes:
+        raise ConfigError(
+            f"estimated QPU usage {seconds:.0f} s on {plan.device_name} is above "
+            f"{CONFIRM_ABOVE_SECONDS:.0f} s (Open plan: {OPEN_PLAN_SECONDS / 60:.0f} min per 28 "
+            "days); check with --dry-run, then rerun with --yes"
+        )
+    submission = uuid.uuid4().hex[:12]
+    folder = _save_inputs(plan, submission)
+    common = {"submission": submission, "parts": len(plan.parts), "backend": plan.profile.name,
+              "device": plan.device_name, "kind": "runtime" if plan.remote else "local"}
+    ids = []
+    if plan.remote:
+        from . import ibm
+        from .mitigation import runtime_options
+
+        options = runtime_options(plan.profile)
+        mode = ibm.open_mode(plan.backend, plan.profile.execution_mode)
+        try:
+            for part, (a, b) in enumerate(plan.parts):
+                job = ibm.submit_estimator(mode, [_pub(plan, a, b)], options, log=log)
+                job_id = job.job_id()
+                _journal(plan.run_dir, {**common, "event": "submitted", "job_id": job_id,
+                                        "part": part, "rows": [a, b], "time": _now()})
+                ids.append(job_id)
+                log(f"submitted job {job_id} ({b - a} images) to {plan.device_name}")
+        finally:
+            if mode is not plan.backend:
+                try:  # closing a batch or session lets its submitted jobs run
+                    mode.close()
+                except Exception as exc:  # noqa: BLE001
+                    log(f"warning: could not close the {plan.profile.execution_mode} "
+                        f"({ibm.scrub(exc)})")
+        return ids
+    estimator = plan.backend.estimator()
+    for part, (a, b) in enumerate(plan.parts):
+        job = estimator.run([_pub(plan, a, b)])
+        job_id = f"local-{job.job_id()}"
+        _journal(plan.run_dir, {**common, "event": "submitted", "job_id": job_id, "part": part,
+                                "rows": [a, b], "time": _now()})
+        log(f"running job {job_id} ({b - a} images) locally on {plan.profile.name}")
+        evs = np.asarray(job.result()[0].data.evs, dtype=float)
+        _save_result(folder, part, evs)
+        _journal(plan.run_dir, {**common, "event": "done", "job_id": job_id, "part": part,
+                                "time": _now()}, index=False)
+        ids.append(job_id)
+    return ids
+
+
+def _save_result(folder: Path, part: int, evs: np.ndarray) -> None:
+    def write(tmp: Path):
+        with tmp.open("wb") as fh:
+            np.save(fh, evs)
+
+    _write_atomic(folder / f"result_{part}.npy", write)
+
+
+# Fetching --------------------------------------------------------------------------------------
+def list_jobs() -> list[dict]:
+    """The user index (``$HQCNN_HOME/jobs.jsonl``), newest last, with the last known state."""
+    out = []
+    for rec in _read_lines(hqcnn_home() / "jobs.jsonl"):
+        state = "submitted"
+        for event in _read_lines(Path(rec.get("run_dir", "")) / "jobs.jsonl"):
+            if event.get("job_id") == rec.get("job_id"):
+                state = {"submitted": "submitted", "done": "done", "fetched": "fetched",
+                         "failed": "failed"}.get(event.get("event"), state)
+        out.append({**rec, "state": state})
+    return out
+
+
+def _find(job_id: str) -> tuple[Path, dict, list[dict]]:
+    """Run folder, submission meta and the submission's journal lines of ``job_id``."""
+    for rec in reversed(_read_lines(hqcnn_home() / "jobs.jsonl")):
+        if rec.get("job_id") == job_id:
+            run_dir = Path(rec["run_dir"])
+            folder = run_dir / "jobs" / rec["submission"]
+            try:
+                meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise HQCNNError(f"job {job_id}: its inputs in {folder} are unreadable ({exc})") from None
+            events = [e for e in _read_lines(run_dir / "jobs.jsonl")
+                      if e.get("submission") == rec["submission"]]
+            return run_dir, meta, events
+    raise HQCNNError(f"unknown job id '{job_id}' (not in {hqcnn_home() / 'jobs.jsonl'}; "
+                     "`hqcnn-qiskit jobs list` shows the known ones)")
+
+
+def job_status(job_id: str) -> dict:
+    """``{"job_id", "status", "backend", "device", "reason"}``: the service's state for runtime
+    jobs, the journal's for local ones."""
+    run_dir, meta, events = _find(job_id)
+    folder = run_dir / "jobs" / meta["submission"]
+    part = next(e["part"] for e in events if e.get("job_id") == job_id)
+    out = {"job_id": job_id, "backend": meta["backend"], "device": meta["device"], "reason": None}
+    if (folder / f"result_{part}.npy").is_file():
+        return {**out, "status": "DONE"}
+    if meta["kind"] != "runtime":
+        return {**out, "status": "LOST",
+                "reason": "a local job runs inside `infer`; that process ended before it finished"}
+    from . import ibm
+
+    job = ibm.with_retries(lambda: ibm.get_service().job(job_id))
+    status = str(ibm.with_retries(job.status)).rsplit(".", 1)[-1].upper()
+    if status in ("ERROR", "CANCELLED"):
+        out["reason"] = ibm.scrub(job.error_message() or "no reason given")
+    return {**out, "status": status}
+
+
+def fetch_job(job_id: str, *, wait: bool = True, log: Log = _stderr) -> dict:
+    """Collect a submission's results (waiting for runtime jobs), finish the head, write
+    ``predictions.csv`` and return the metrics.
+
+    ``job_id`` may be any job of a submission split into several jobs; all are collected.
+
+    Returns:
+        ``{"acc", "auc", "n", "split", "backend", "dataset", "job_id", "device", "predictions"}``.
+
+    Raises:
+        HQCNNError: Unknown job id, a failed job (with the service's reason), a job not finished
+            yet (``wait=False``), or a checkpoint that changed since submission.
+    """
+    from .data import DatasetSpec
+    from .evaluate import compute_metrics, load_checkpoint_model
+
+    run_dir, meta, events = _find(job_id)
+    folder = run_dir / "jobs" / meta["submission"]
+    submitted = {e["part"]: e for e in events if e.get("event") == "submitted"}
+    missing = [i for i in range(len(meta["parts"])) if i not in submitted]
+    if missing:
+        ranges = [meta["parts"][i] for i in missing]
+        raise HQCNNError(f"submission {meta['submission']} has no job for rows {ranges} (the "
+                         "process stopped while submitting); rerun `infer`")
+    results = []
+    for part in range(len(meta["parts"])):
+        path = folder / f"result_{part}.npy"
+        if not path.is_file():
+            pid = submitted[part]["job_id"]
+            if meta["kind"] != "runtime":
+                raise HQCNNError(f"local job {pid} never finished (a local job runs inside "
+                                 "`infer`, whose process ended first); rerun `infer`")
+            _collect(run_dir, meta, pid, part, path, wait=wait, log=log)
+        results.append(np.load(path))
+    evs = np.concatenate(results)
+    inputs = np.load(folder / "inputs.npz")
+    checkpoint = Path(meta["checkpoint"])
+    if not checkpoint.is_file() or _sha256(checkpoint) != meta["checkpoint_sha256"]:
+        raise CheckpointError(f"{checkpoint} changed or disappeared since job {job_id} was "
+                              "submitted; the head would not match the circuit weights")
+    if evs.shape != (meta["n"], 8):
+        raise HQCNNError(f"job {job_id} returned values of shape {evs.shape}, "
+                         f"expected ({meta['n']}, 8)")
+    model, _ = load_checkpoint_model(checkpoint, backend="aer_ideal")
+    spec = DatasetSpec.from_dict(meta["dataset"])
+    with torch.no_grad():
+        logits = model.head(torch.as_tensor(evs, dtype=torch.float32))
+        scores = (torch.sigmoid(logits) if spec.multilabel else torch.softmax(logits, 1))
+    scores = scores.double().numpy()
+    labels = torch.as_tensor(inputs["labels"])
+    metrics = compute_metrics(spec, labels, scores)
+    predictions = folder / "predictions.csv"
+
+    def write(tmp: Path):
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh)
+            w.writerow(["index", "label", "prediction"]
+                       + [f"score_{k}" for k in range(scores.shape[1])]
+                       + [f"ev_{k}" for k in range(evs.shape[1])])
+            for i in range(len(scores)):
+                label = inputs["labels"][i].tolist()
+                pred = ((scores[i] > 0.5).astype(int).tolist() if spec.multilabel
+                        else int(scores[i].argmax()))
+                w.writerow([int(inputs["indices"][i]), " ".join(map(str, np.ravel(label))),
+                            " ".join(map(str, np.ravel(pred)))]
+                           + [f"{v:.6f}" for v in scores[i]] + [f"{v:.6f}" for v in evs[i]])
+
+    _write_atomic(predictions, write)
+    _append_line(run_dir / "jobs.jsonl", {"event": "fetched", "job_id": job_id,
+                                          "submission": meta["submission"], "time": _now(),
+                                          "acc": metrics["acc"], "auc": metrics["auc"]})
+    return {**metrics, "n": int(meta["n"]), "split": meta["split"], "backend": meta["backend"],
+            "dataset": meta["dataset_label"], "job_id": job_id, "device": meta["device"],
+            "predictions": str(predictions)}
+
+
+def _collect(run_dir: Path, meta: dict, job_id: str, part: int, path: Path, *, wait: bool,
+             log: Log) -> None:
+    from . import ibm
+
+    service = ibm.get_service()
+    try:
+        job = ibm.with_retries(lambda: service.job(job_id), log=log)
+    except Exception as exc:  # noqa: BLE001
+        raise BackendError(f"the service does not know job {job_id} ({ibm.scrub(exc)})") from None
+    common = {"job_id": job_id, "submission": meta["submission"], "part": part}
+    try:
+        if wait:
+            ibm.wait_for_job(job, on_status=lambda s: log(f"job {job_id}: {s}"))
+        else:
+            status = str(ibm.with_retries(job.status)).rsplit(".", 1)[-1].upper()
+            if status in ("ERROR", "CANCELLED"):
+                ibm.wait_for_job(job)  # raises JobFailed with the reason
+            if status != "DONE":
+                raise HQCNNError(f"job {job_id} is {status}; fetch again later (or without "
+                                 "--no-wait to wait for it)")
+    except ibm.JobFailed as exc:
+        _append_line(run_dir / "jobs.jsonl", {**common, "event": "failed", "reason": str(exc),
+                                              "time": _now()})
+        raise
+    try:
+        result = ibm.with_retries(job.result, log=log)
+    except Exception as exc:  # noqa: BLE001 - RuntimeJobFailureError and friends
+        raise ibm.JobFailed(f"job {job_id} failed: {ibm.scrub(exc)}") from None
+    evs = np.asarray(result[0].data.evs, dtype=float)
+    _save_result(path.parent, part, evs)
+    _append_line(run_dir / "jobs.jsonl", {**common, "event": "done", "time": _now()})
+
+
+def infer(checkpoint, *, backend: str, split: str = "test", limit: int | None = None,
+          data_root=None, verify: bool = True, dry_run: bool = False, wait: bool = True,
+          yes: bool = False, log: Log = _stderr) -> dict:
+    """Plan, (dry-run or) submit, and (unless ``wait`` is false) fetch.
+
+    Returns:
+        ``{"dry_run": True, "plan": [...lines]}``, ``{"job_id", "job_ids", "status": "submitted"}``
+        or the metrics of :func:`fetch_job`.
+    """
+    plan = prepare_inference(checkpoint, backend=backend, split=split, limit=limit,
+                             data_root=data_root, verify=verify, dry_run=dry_run, log=log)
+    lines = describe_plan(plan)
+    if dry_run:
+        return {"dry_run": True, "plan": lines, "estimate": plan.estimate, "isa": plan.isa_stats,
+                "offline": plan.offline_note}
+    for line in lines:
+        log(line)
+    ids = submit_inference(plan, yes=yes, log=log)
+    if not wait and plan.remote:
+        return {"job_id": ids[0], "job_ids": ids, "status": "submitted",
+                "backend": plan.profile.name}
+    if not wait:
+        log("local testing mode runs in this process: the job is already done")
+    return fetch_job(ids[0], wait=True, log=log) | {"job_ids": ids}
+
+
+# Command line ----------------------------------------------------------------------------------
+def add_commands(sub, parser_class) -> None:
+    """Add ``infer`` and ``jobs {list,status,fetch}`` to the ``hqcnn-qiskit`` parser."""
+    from .cli import _add_data_args, _positive_int
+
+    p = sub.add_parser("infer", help="run a checkpoint's circuit as one journaled job",
+                       description="Run the classical front locally and the circuit of all "
+                                   "images as one estimator job (IBM Quantum for kind runtime); "
+                                   "the job id is journaled before waiting.")
+    p.add_argument("--checkpoint", required=True, metavar="RUN_DIR/best.pt")
+    p.add_argument("--backend", required=True,
+                   help="profile name or .toml path: fake_brisbane, ibm_brisbane, ibm_least_busy")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="a fixed subset of N images")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the ISA circuit and the QPU usage estimate; submit nothing")
+    p.add_argument("--no-wait", action="store_true",
+                   help="return once the job is submitted (`jobs fetch` collects it)")
+    p.add_argument("--yes", action="store_true",
+                   help=f"submit even above {CONFIRM_ABOVE_SECONDS:.0f} s of estimated QPU usage")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    _add_data_args(p)
+    p.set_defaults(func=_infer_cmd)
+
+    p = sub.add_parser("jobs", help="list, check and fetch inference jobs",
+                       description="The inference jobs in $HQCNN_HOME/jobs.jsonl.")
+    jobs_sub = p.add_subparsers(dest="jobs_command", metavar="ACTION", parser_class=parser_class)
+    jobs_sub.required = True
+    q = jobs_sub.add_parser("list", help="every journaled job")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_list_cmd)
+    q = jobs_sub.add_parser("status", help="the service's state of a job")
+    q.add_argument("job_id", metavar="JOB_ID")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_status_cmd)
+    q = jobs_sub.add_parser("fetch", help="collect a job's result, finish the head, print ACC/AUC")
+    q.add_argument("job_id", metavar="JOB_ID")
+    q.add_argument("--no-wait", action="store_true", help="fail instead of waiting if not done")
+    q.add_argument("--json", action="store_true")
+    q.set_defaults(func=_fetch_cmd)
+
+
+_JSON_KEYS = ("acc", "auc", "n", "split", "backend", "dataset", "job_id")
+
+
+def _print_metrics(result: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({k: result[k] for k in _JSON_KEYS}))
+    else:
+        print(f"{result['dataset']} {result['split']} on {result['backend']} "
+              f"(job {result['job_id']}): acc {result['acc']:.4f}  auc {result['auc']:.4f}  "
+              f"(n={result['n']}); predictions: {result['predictions']}")
+
+
+def _interrupted(job_ids: list[str]) -> int:
+    which = " ".join(job_ids) if job_ids else "(none submitted yet)"
+    print(f"hqcnn-qiskit: interrupted; journaled job(s) {which} keep running: "
+          "`hqcnn-qiskit jobs fetch JOB_ID` collects the result", file=sys.stderr)
+    return 130
+
+
+def _infer_cmd(args) -> int:
+    try:
+        result = infer(args.checkpoint, backend=args.backend, split=args.split, limit=args.limit,
+                       data_root=args.data_root, verify=not args.no_verify, dry_run=args.dry_run,
+                       wait=not args.no_wait, yes=args.yes)
+    except KeyboardInterrupt:
+        ids = [r["job_id"] for r in _read_lines(hqcnn_home() / "jobs.jsonl")[-1:]]
+        return _interrupted(ids)
+    if result.get("dry_run"):
+        if args.json:
+            print(json.dumps({k: result[k] for k in ("plan", "estimate", "isa", "offline")}))
+        else:
+            print("dry run: nothing submitted")
+            print("\n".join(result["plan"]))
+        return 0
+    if result.get("status") == "submitted":
+        if args.json:
+            print(json.dumps(result))
+        else:
+            print(f"submitted {' '.join(result['job_ids'])}; "
+                  f"`hqcnn-qiskit jobs fetch {result['job_id']}` collects the result")
+        return 0
+    _print_metrics(result, args.json)
+    return 0
+
+
+def _list_cmd(args) -> int:
+    jobs = list_jobs()
+    if args.json:
+        print(json.dumps(jobs))
+        return 0
+    if not jobs:
+        print(f"no jobs in {hqcnn_home() / 'jobs.jsonl'}")
+    for j in jobs:
+        part = f" part {j['part'] + 1}/{j['parts']}" if j.get("parts", 1) > 1 else ""
+        print(f"{j['job_id']:<44} {j.get('state', ''):<9} {j.get('backend', ''):<16} "
+              f"{j.get('device', ''):<14} {j.get('time', '')}  {j.get('run_dir', '')}{part}")
+    return 0
+
+
+def _status_cmd(args) -> int:
+    info = job_status(args.job_id)
+    if args.json:
+        print(json.dumps(info))
+    else:
+        reason = f" ({info['reason']})" if info["reason"] else ""
+        print(f"{info['job_id']}: {info['status']}{reason} on {info['device']}")
+    return 0
+
+
+def _fetch_cmd(args) -> int:
+    try:
+        result = fetch_job(args.job_id, wait=not args.no_wait)
+    except KeyboardInterrupt:
+        return _interrupted([args.job_id])
+    _print_metrics(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit("use `hqcnn-qiskit infer` / `hqcnn-qiskit jobs`")
