@@ -222,7 +222,7 @@ def test_zero_precision_is_exact_and_reports_zero_std():
     circuit, obs, values = _noise_pub(3)
     result = BatchedStatevectorEstimator(seed=1).run([(circuit, obs, values)]).result()[0]
     evs = np.asarray(result.data.evs)
-    np.testing.assert_array_equal(evs, np.broadcast_to(evs[0], evs.shape))
+    np.testing.assert_allclose(evs, np.broadcast_to(evs[0], evs.shape), atol=1e-14, rtol=0)
     assert np.all(np.asarray(result.data.stds) == 0)
 
 

@@ -82,9 +82,19 @@ def compile_expressions(
         func = sympy.lambdify(symbols, expr.sympify(), modules="numpy", dummify=True)
         nonlinear.append((j, func, [index[p] for p in params]))
 
+    # Usually every angle is one parameter times a number (plus a constant): a column gather
+    # then beats the matrix product by far.
+    nonzero = matrix != 0
+    gather = len(parameters) > 0 and bool(np.all(nonzero.sum(axis=0) <= 1))
+    source = nonzero.argmax(axis=0) if gather else None
+    scale = matrix[source, np.arange(num)] if gather else None
+
     def evaluate(values: np.ndarray) -> np.ndarray:
         values = np.asarray(values, dtype=float)
-        out = values @ matrix + offset
+        if gather:
+            out = values[:, source] * scale + offset
+        else:
+            out = values @ matrix + offset
         for j, func, cols in nonlinear:
             out[:, j] = np.real(func(*(values[:, c] for c in cols)))
         return out

@@ -64,6 +64,36 @@ def _unique_parameters(circuit: QuantumCircuit):
     return out, parameter_map, angle_of
 
 
+def _by_identity(objects: Sequence) -> tuple[list, np.ndarray]:
+    """The distinct objects of a sequence (by identity, in first-seen order) and the index of
+    each item among them, without a Python loop over the items."""
+    ids = np.fromiter(map(id, objects), dtype=np.uint64, count=len(objects))
+    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return [objects[i] for i in first[order].tolist()], rank[inverse.ravel()]
+
+
+_HASH = np.random.default_rng(12345).normal(size=4096)
+
+
+def _unique_rows(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, axis=0, return_inverse=True)`` (rows in another order), by sorting one
+    random projection per row instead of whole rows, checked exactly afterwards."""
+    if values.shape[1] > len(_HASH) or len(values) == 0:
+        rows, inverse = np.unique(values, axis=0, return_inverse=True)
+        return rows, inverse.ravel()
+    keys = values @ _HASH[: values.shape[1]]
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    rows = values[first]
+    inverse = inverse.ravel()
+    if not np.array_equal(rows[inverse], values):  # a collision (or NaN): do it exactly
+        rows, inverse = np.unique(values, axis=0, return_inverse=True)
+        inverse = inverse.ravel()
+    return rows, inverse
+
+
 @dataclass
 class _Plan:
     """Everything about one circuit that does not depend on the parameter values."""
@@ -115,19 +145,13 @@ class BatchedParamShiftEstimatorGradient(BaseEstimatorGradient):
             circuits = (circuits,)
         if isinstance(observables, BaseOperator):
             observables = (observables,)
-        views: dict[int, Sequence[Parameter]] = {}
-
-        def all_parameters(circuit):
-            view = views.get(id(circuit))
-            if view is None:
-                view = views[id(circuit)] = circuit.parameters
-            return view
-
+        distinct, index = _by_identity(circuits)
+        views = [c.parameters for c in distinct]  # one parameter view per distinct circuit
         if parameters is None:
-            parameters = [all_parameters(c) for c in circuits]
+            parameters = [views[k] for k in index.tolist()]
         else:
             parameters = [
-                p if p is not None else all_parameters(c) for c, p in zip(circuits, parameters)
+                p if p is not None else views[k] for k, p in zip(index.tolist(), parameters)
             ]
         self._validate_arguments(circuits, observables, parameter_values, parameters)
         opts = copy(self._default_options)
@@ -146,15 +170,18 @@ class BatchedParamShiftEstimatorGradient(BaseEstimatorGradient):
                 f"got {len(circuits)} circuits, {len(observables)} observables, "
                 f"{len(parameter_values)} parameter rows and {len(parameters)} parameter lists"
             )
-        seen = set()
-        for circuit, observable, values, params in zip(
-            circuits, observables, parameter_values, parameters
-        ):
-            key = (id(circuit), id(params), id(observable), len(values))
-            if key in seen:
-                continue
-            seen.add(key)
-            super()._validate_arguments([circuit], [observable], [values], [params])
+        if not len(circuits):
+            return
+        columns = [_by_identity(seq)[1] for seq in (circuits, parameters, observables)]
+        if isinstance(parameter_values, np.ndarray) and parameter_values.ndim == 2:
+            lengths = np.full(len(circuits), parameter_values.shape[1])
+        else:
+            lengths = np.fromiter(map(len, parameter_values), dtype=np.int64)
+        _, first = np.unique(np.column_stack(columns + [lengths]), axis=0, return_index=True)
+        for i in first.tolist():
+            super()._validate_arguments(
+                [circuits[i]], [observables[i]], [parameter_values[i]], [parameters[i]]
+            )
 
     def _plan(self, circuit: QuantumCircuit, parameters: Sequence[Parameter]) -> _Plan:
         key = (id(circuit), tuple(parameters))
@@ -204,33 +231,36 @@ class BatchedParamShiftEstimatorGradient(BaseEstimatorGradient):
         parameters: Sequence[Sequence[Parameter]],
         **options,
     ) -> EstimatorGradientResult:
-        groups: dict[tuple, list[int]] = {}
-        params_of: dict[tuple, Sequence[Parameter]] = {}
-        as_tuple: dict[int, tuple] = {}  # the same list object is usually shared by all rows
-        canonical: dict[tuple, tuple] = {}
-        for i, (circuit, params) in enumerate(zip(circuits, parameters)):
-            frozen = as_tuple.get(id(params))
-            if frozen is None:  # equal lists map to one tuple object
-                frozen = tuple(params)
-                frozen = as_tuple[id(params)] = canonical.setdefault(frozen, frozen)
-            key = (id(circuit), id(frozen))
-            groups.setdefault(key, []).append(i)
-            params_of[key] = params
+        num = len(circuits)
+        _, circuit_index = _by_identity(circuits)
+        param_lists, param_index = _by_identity(parameters)
+        canonical: dict[tuple, int] = {}  # equal parameter lists share a group
+        param_group = np.array(
+            [canonical.setdefault(tuple(p), len(canonical)) for p in param_lists], dtype=int
+        )
+        _, obs_index = _by_identity(observables)
+        keys = circuit_index * max(len(canonical), 1) + param_group[param_index]
+        _, group_of = np.unique(keys, return_inverse=True)
+        group_of = group_of.ravel()
+        values_all = None
+        if isinstance(parameter_values, np.ndarray) and parameter_values.ndim == 2:
+            values_all = np.asarray(parameter_values, dtype=float)
         pubs, unpack = [], []
-        for key, members in groups.items():
-            circuit = circuits[members[0]]
-            plan = self._plan(circuit, list(params_of[key]))
-            values = np.asarray([parameter_values[i] for i in members], dtype=float)
-            rows, row_of = np.unique(values, axis=0, return_inverse=True)
-            obs_ids: dict[int, int] = {}
-            distinct_obs = []
-            obs_of = np.empty(len(members), dtype=int)
-            for m, i in enumerate(members):
-                k = obs_ids.get(id(observables[i]))
-                if k is None:
-                    k = obs_ids[id(observables[i])] = len(distinct_obs)
-                    distinct_obs.append(observables[i])
-                obs_of[m] = k
+        for g in range(int(group_of.max()) + 1 if num else 0):
+            members = np.flatnonzero(group_of == g)
+            first = int(members[0])
+            circuit = circuits[first]
+            plan = self._plan(circuit, list(parameters[first]))
+            if values_all is not None:
+                values = values_all[members]
+            else:
+                values = np.asarray([parameter_values[i] for i in members.tolist()], dtype=float)
+            rows, row_of = _unique_rows(values)
+            _, obs_first, obs_of = np.unique(
+                obs_index[members], return_index=True, return_inverse=True
+            )
+            obs_of = obs_of.ravel()
+            distinct_obs = [observables[i] for i in members[obs_first].tolist()]
             if plan.layout is not None:
                 distinct_obs = [op.apply_layout(plan.layout) for op in distinct_obs]
             g_rows = plan.g_values(rows)  # (R, G)
@@ -245,17 +275,22 @@ class BatchedParamShiftEstimatorGradient(BaseEstimatorGradient):
         run_options = {k: v for k, v in options.items() if k == "precision" and v is not None}
         results = self._estimator.run(pubs, **run_options).result() if pubs else []
 
-        num = len(circuits)
         gradients: list[np.ndarray | None] = [None] * num
         for result, (plan, members, rows, row_of, obs_of) in zip(results, unpack):
             evs = np.asarray(result.data.evs)  # (R, 2, S, K)
             g_grad = (evs[:, 0] - evs[:, 1]) / 2  # (R, S, K)
             jac = plan.jacobian(rows)  # (1 or R, S, P)
-            grad = np.einsum("rsk,rsp->rpk", g_grad, np.broadcast_to(jac, (len(rows),) + jac.shape[1:]))
+            # chain rule, as one matrix product: (R, P, S) @ (R, S, K) -> (R, P, K)
+            grad = np.matmul(np.swapaxes(jac, 1, 2), g_grad)
             picked = grad[row_of, :, obs_of]  # (members, P)
-            for m, i in enumerate(members):
-                gradients[i] = picked[m]
-        metadata = [{"parameters": p} for p in parameters]
+            if len(members) == num:  # one group, rows in order: the common case
+                gradients = list(picked)
+            else:
+                for i, row in zip(members.tolist(), picked):
+                    gradients[i] = row
+        # one metadata dict per distinct parameter list (thousands of rows share a few)
+        shared = [{"parameters": p} for p in param_lists]
+        metadata = [shared[k] for k in param_index.tolist()]
         return EstimatorGradientResult(
             gradients=gradients, metadata=metadata, options=Options(**options)
         )

@@ -8,6 +8,7 @@ circuit is compiled once into a list of gate steps, and every step is applied to
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -31,18 +32,57 @@ class UnsupportedGateError(ValueError):
     """A circuit holds an operation the batched simulator cannot apply."""
 
 
+def _trig(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``cos(x), sin(x)`` of a float array."""
+    return np.cos(x), np.sin(x)
+
+
+_BLAS = None
+
+
+def _single_threaded_blas():
+    """A context that keeps BLAS on one thread: the matrices here are small, and a BLAS thread
+    pool competing with torch's (or another process) for the cores is slower by a wide margin."""
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+
+            _BLAS = ThreadpoolController()
+        except Exception:  # noqa: BLE001 - optional: without it BLAS keeps its threads
+            _BLAS = False
+    if _BLAS is False:
+        return contextlib.nullcontext()
+    return _BLAS.limit(limits=1, user_api="blas")
+
+
+def _cis(x: np.ndarray) -> np.ndarray:
+    """``exp(1j * x)`` of a float array, without a complex exponential."""
+    c, s = _trig(x)
+    out = np.empty(c.shape, dtype=complex)
+    out.real = c
+    out.imag = s
+    return out
+
+
 def _cos_sin(theta):
-    return np.cos(theta / 2), np.sin(theta / 2)
+    return _trig(np.multiply(theta, 0.5))
+
+
+def _matrices(rows, m00, m01, m10, m11):
+    out = np.empty((rows, 2, 2), dtype=complex)
+    out[:, 0, 0], out[:, 0, 1], out[:, 1, 0], out[:, 1, 1] = m00, m01, m10, m11
+    return out
 
 
 def _rx(a):
     c, s = _cos_sin(a[:, 0])
-    return np.stack([np.stack([c, -1j * s], -1), np.stack([-1j * s, c], -1)], -2)
+    return _matrices(a.shape[0], c, -1j * s, -1j * s, c)
 
 
 def _ry(a):
     c, s = _cos_sin(a[:, 0])
-    return np.stack([np.stack([c, -s], -1), np.stack([s, c], -1)], -2).astype(complex)
+    return _matrices(a.shape[0], c, -s, s, c)
 
 
 def _diag(*entries):
@@ -54,24 +94,18 @@ def _diag(*entries):
 
 
 def _rz(a):
-    e = np.exp(-0.5j * a[:, 0])
-    return _diag(e, e.conj())
+    e = _cis(-0.5 * a[:, 0])
+    return _matrices(a.shape[0], e, 0, 0, e.conj())
 
 
 def _phase(a):
-    return _diag(np.ones(a.shape[0]), np.exp(1j * a[:, 0]))
+    return _matrices(a.shape[0], 1, 0, 0, _cis(a[:, 0]))
 
 
 def _u3(a):
-    theta, phi, lam = a[:, 0], a[:, 1], a[:, 2]
-    c, s = _cos_sin(theta)
-    return np.stack(
-        [
-            np.stack([c + 0j, -np.exp(1j * lam) * s], -1),
-            np.stack([np.exp(1j * phi) * s, np.exp(1j * (phi + lam)) * c], -1),
-        ],
-        -2,
-    )
+    c, s = _cos_sin(a[:, 0])
+    e_phi, e_lam = _cis(a[:, 1]), _cis(a[:, 2])
+    return _matrices(a.shape[0], c, -e_lam * s, e_phi * s, (e_phi * e_lam) * c)
 
 
 def _u2(a):
@@ -80,7 +114,7 @@ def _u2(a):
 
 def _cphase(a):
     one = np.ones(a.shape[0])
-    return _diag(one, one, one, np.exp(1j * a[:, 0]))
+    return _diag(one, one, one, _cis(a[:, 0]))
 
 
 def _controlled(single):
@@ -90,6 +124,17 @@ def _controlled(single):
         return out
 
     return kernel
+
+
+def _matmul2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for stacks of 2x2 matrices (NumPy's batched matmul is slow at this size)."""
+    return _matrices(
+        a.shape[0],
+        a[:, 0, 0] * b[:, 0, 0] + a[:, 0, 1] * b[:, 1, 0],
+        a[:, 0, 0] * b[:, 0, 1] + a[:, 0, 1] * b[:, 1, 1],
+        a[:, 1, 0] * b[:, 0, 0] + a[:, 1, 1] * b[:, 1, 0],
+        a[:, 1, 0] * b[:, 0, 1] + a[:, 1, 1] * b[:, 1, 1],
+    )
 
 
 def _pauli_rotation(label):
@@ -175,6 +220,20 @@ class _Program:
         self.angles = compile_expressions(self._angles, self.parameters)
         if self.num_qubits <= _FUSE_MAX_QUBITS:
             self._fuse()
+        # Leading parameterised single-qubit steps on distinct qubits act on |0...0>: they give
+        # a product state, built from one 2-vector per qubit instead of full-state updates.
+        seen: set[int] = set()
+        self.prefix = 0
+        for step in self.steps:
+            if step.kind != "single" or step.qubits[0] in seen:
+                break
+            seen.add(step.qubits[0])
+            self.prefix += 1
+        for step in self.steps:
+            if step.kind == "diagonal":
+                step.matrix = _diagonal_tables(step.parts)
+            elif step.kind == "static" and step.matrix.shape[0] == 2**self.num_qubits:
+                step.matrix = np.ascontiguousarray(step.matrix.T)  # state @ matrix.T, precomputed
 
     def _add(self, circuit: QuantumCircuit, qubit_map: list[int]):
         n = self.num_qubits
@@ -248,37 +307,96 @@ class _Program:
         rows = values.shape[0]
         n = self.num_qubits
         angles = self.angles(values.reshape(rows, len(self.parameters)))
-        state = np.zeros((rows, 2**n), dtype=complex)
-        state[:, 0] = 1.0
-        for step in self.steps:
+        state = self._product_state(angles, rows)
+        for step in self.steps[self.prefix :]:
             if step.kind == "static":
                 if step.matrix.shape[0] == 2**n:
-                    state = state @ step.matrix.T
+                    state = state @ step.matrix  # stored transposed
                 else:
                     state = _apply(state, step.matrix, step.qubits, n)
             elif step.kind == "diagonal":
-                if not isinstance(step.matrix, tuple):  # merge the parts once
-                    cols = np.array([col for _, col, _ in step.parts])
-                    step.matrix = (cols, np.vstack([ph for _, _, ph in step.parts]))
-                cols, phases = step.matrix
-                state = state * np.exp(1j * (angles[:, cols] @ phases))
+                cols, factors, index = step.matrix
+                table = np.empty((rows, 1 + 2 * len(cols)), dtype=complex)
+                table[:, 0] = 1.0
+                table[:, 1 : 1 + len(cols)] = _cis(angles[:, cols] * factors)
+                np.conjugate(table[:, 1 : 1 + len(cols)], out=table[:, 1 + len(cols) :])
+                diagonal = table[:, index[0]]
+                for idx in index[1:]:
+                    diagonal *= table[:, idx]
+                state = state * diagonal
             elif step.kind == "single":
-                matrix = None
-                for kernel, columns, _ in step.parts:
-                    m = kernel(angles[:, columns])
-                    matrix = m if matrix is None else m @ matrix
+                m = self._single_matrix(step, angles)
                 q = step.qubits[0]
                 psi = state.reshape(rows, 2 ** (n - q - 1), 2, 2**q)
                 zero, one = psi[:, :, 0, :], psi[:, :, 1, :]
-                m = matrix[:, :, :, None, None]
-                state = np.stack(
-                    [m[:, 0, 0] * zero + m[:, 0, 1] * one, m[:, 1, 0] * zero + m[:, 1, 1] * one],
-                    axis=2,
-                ).reshape(rows, 2**n)
+                out = np.empty_like(psi)
+                m = m[:, :, :, None, None]
+                out[:, :, 0, :] = m[:, 0, 0] * zero + m[:, 0, 1] * one
+                out[:, :, 1, :] = m[:, 1, 0] * zero + m[:, 1, 1] * one
+                state = out.reshape(rows, 2**n)
             else:
                 (kernel, columns, _), = step.parts
                 state = _apply(state, kernel(angles[:, columns]), step.qubits, n)
         return state
+
+    @staticmethod
+    def _single_matrix(step: _Step, angles: np.ndarray) -> np.ndarray:
+        matrix = None
+        for kernel, columns, _ in step.parts:
+            m = kernel(angles[:, columns])
+            matrix = m if matrix is None else _matmul2(m, matrix)
+        return matrix
+
+    def _product_state(self, angles: np.ndarray, rows: int) -> np.ndarray:
+        """The state after the leading single-qubit steps, as a product of 2-vectors."""
+        vectors = {}
+        for step in self.steps[: self.prefix]:
+            (kernel, columns, _), *rest = step.parts
+            m = kernel(angles[:, columns])
+            v0, v1 = m[:, 0, 0], m[:, 1, 0]  # first column: the gate applied to |0>
+            for kernel, columns, _ in rest:
+                m = kernel(angles[:, columns])
+                v0, v1 = m[:, 0, 0] * v0 + m[:, 0, 1] * v1, m[:, 1, 0] * v0 + m[:, 1, 1] * v1
+            vectors[step.qubits[0]] = (v0, v1)
+        state = np.ones((rows, 1), dtype=complex)
+        for q in reversed(range(self.num_qubits)):  # qubit 0 is the fastest index
+            out = np.zeros((rows, state.shape[1], 2), dtype=complex)
+            if q in vectors:
+                v0, v1 = vectors[q]
+                np.multiply(state, v0[:, None], out=out[:, :, 0])
+                np.multiply(state, v1[:, None], out=out[:, :, 1])
+            else:
+                out[:, :, 0] = state
+            state = out.reshape(rows, -1)
+        return state
+
+
+def _diagonal_tables(parts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precompute a merged diagonal step.
+
+    Part ``p`` multiplies basis state ``j`` by ``exp(i * a_p * phase_p[j])``, with only a few
+    distinct phases per part (RZ: -1/2, 1/2; CP: 0, 1). So ``exp(i * a_p * f)`` is computed for
+    each distinct positive ``|phase| = f`` only, negative phases are its conjugate, zero is 1, and
+    the diagonal is the product over parts of these factors gathered by basis state.
+
+    Returns:
+        The angle column and factor ``f`` of every table entry, and for each part, the index of
+        each basis state's factor in ``[1, table, conj(table)]``.
+    """
+    cols, factors, index = [], [], []
+    for _, col, phases in parts:
+        phases = phases[0]
+        distinct = np.unique(np.abs(phases[phases != 0]))
+        position = np.zeros(len(phases), dtype=int)  # 0: the constant 1
+        for f in distinct:
+            position[phases == f] = 1 + len(factors)
+            position[phases == -f] = -(1 + len(factors))  # resolved to a conjugate below
+            cols.append(col)
+            factors.append(f)
+        index.append(position)
+    index = np.array(index)
+    index = np.where(index < 0, -index + len(factors), index)
+    return np.array(cols, dtype=int), np.array(factors, dtype=float), index
 
 
 def _apply(state: np.ndarray, matrix: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
@@ -324,23 +442,56 @@ def simulate_statevectors(circuit: QuantumCircuit, values: np.ndarray) -> np.nda
         A complex array ``(rows, 2**num_qubits)`` in Qiskit's little-endian order.
     """
     values = np.asarray(values, dtype=float).reshape(-1, circuit.num_parameters)
-    return _program(circuit).run(values)
+    with _single_threaded_blas():
+        return _program(circuit).run(values)
 
 
-def _pauli_expectations(state: np.ndarray, terms: Iterable[tuple[str, complex]]) -> np.ndarray:
-    """<psi|sum_k c_k P_k|psi> for every row of ``state`` (Pauli labels, little-endian)."""
-    index = np.arange(state.shape[1])
-    total = np.zeros(state.shape[0], dtype=complex)
-    for label, coeff in terms:
-        if set(label) - set("IXYZ"):
-            raise ValueError(f"observable term '{label}' is not a Pauli string")
-        xmask = sum(1 << q for q, char in enumerate(reversed(label)) if char in "XY")
-        zmask = sum(1 << q for q, char in enumerate(reversed(label)) if char in "ZY")
-        # P = (-i)^{#Y} Z^z X^x, so <psi|P|psi> = (-i)^{#Y} sum_c conj(psi_c) (-1)^{|c&z|} psi_{c^x}
-        sign = 1.0 - 2.0 * (np.bitwise_count(index & zmask) & 1)
-        value = np.einsum("ri,i,ri->r", state.conj(), sign, state[:, index ^ xmask])
-        total += coeff * (-1j) ** label.count("Y") * value
-    return total
+def _expectation_table(states: np.ndarray, observables: list) -> np.ndarray:
+    """``<psi_r|O_k|psi_r>`` for every row of ``states`` and every observable (a dict of Pauli
+    label -> coefficient, little-endian labels), as a real ``(rows, K)`` table.
+
+    A Pauli string is ``P = (-i)^{#Y} Z^z X^x``, so ``<psi|P|psi> = (-i)^{#Y} sum_c conj(psi_c)
+    (-1)^{|c & z|} psi_{c ^ x}``. Terms are grouped by their X mask: each group costs one
+    elementwise product of the states, and all its terms one small matrix product.
+
+    Raises:
+        ValueError: A label is not a Pauli string, or an observable is not Hermitian.
+    """
+    rows, dim = states.shape
+    index = np.arange(dim)
+    groups: dict[int, dict[int, np.ndarray]] = {}  # xmask -> observable -> weights over c
+    for k, obs in enumerate(observables):
+        for label, coeff in obs.items():
+            if set(label) - set("IXYZ"):
+                raise ValueError(f"observable term '{label}' is not a Pauli string")
+            coeff = complex(coeff)
+            if abs(coeff.imag) > 1e-10 * max(1.0, abs(coeff)):
+                # distinct Pauli strings are independent: the sum is Hermitian iff all are real
+                raise ValueError(
+                    f"observable is not Hermitian: term '{label}' has coefficient {coeff}"
+                )
+            xmask = sum(1 << q for q, char in enumerate(reversed(label)) if char in "XY")
+            parity = np.zeros(dim, dtype=int)
+            for q, char in enumerate(reversed(label)):
+                if char in "ZY":
+                    parity ^= (index >> q) & 1
+            weights = coeff.real * (-1j) ** label.count("Y") * (1.0 - 2.0 * parity)
+            by_obs = groups.setdefault(xmask, {})
+            by_obs[k] = by_obs.get(k, 0) + weights
+    table = np.zeros((rows, len(observables)))
+    conj = states.conj() if any(groups) else None
+    for xmask, by_obs in groups.items():
+        ks = list(by_obs)
+        weights = np.array([by_obs[k] for k in ks]).T  # (dim, K_group)
+        if xmask == 0:  # diagonal terms: probabilities times real weights
+            table[:, ks] += (states.real**2 + states.imag**2) @ weights.real
+            continue
+        prod = conj * states[:, index ^ xmask]  # (rows, dim) complex
+        # Re(prod @ w) as one real product: prod viewed as interleaved (re, im) pairs
+        real_weights = np.empty((2 * dim, len(ks)))
+        real_weights[0::2], real_weights[1::2] = weights.real, -weights.imag
+        table[:, ks] += prod.view(float) @ real_weights
+    return table
 
 
 class BatchedStatevectorEstimator(BaseEstimatorV2):
@@ -382,7 +533,9 @@ class BatchedStatevectorEstimator(BaseEstimatorV2):
 
     def _run(self, pubs: list[EstimatorPub]) -> PrimitiveResult[PubResult]:
         rng = np.random.default_rng(self._seed)
-        return PrimitiveResult([self._run_pub(pub, rng) for pub in pubs], metadata={"version": 2})
+        with _single_threaded_blas():
+            results = [self._run_pub(pub, rng) for pub in pubs]
+        return PrimitiveResult(results, metadata={"version": 2})
 
     def _run_pub(self, pub: EstimatorPub, rng: np.random.Generator) -> PubResult:
         circuit = pub.circuit
@@ -395,12 +548,7 @@ class BatchedStatevectorEstimator(BaseEstimatorV2):
             values = np.zeros((int(np.prod(bindings.shape, dtype=int)), 0))
         states = _program(circuit).run(values)
         obs_list = observables.ravel().tolist()
-        table = np.empty((states.shape[0], len(obs_list)))
-        for k, obs in enumerate(obs_list):
-            evs = _pauli_expectations(states, obs.items())
-            if np.max(np.abs(evs.imag), initial=0.0) > 1e-9:
-                raise ValueError("observable is not Hermitian: its expectation value is complex")
-            table[:, k] = evs.real
+        table = _expectation_table(states, obs_list)
         param_idx = np.broadcast_to(np.arange(states.shape[0]).reshape(bindings.shape), shape)
         obs_idx = np.broadcast_to(np.arange(len(obs_list)).reshape(observables.shape), shape)
         evs = table[param_idx, obs_idx]
