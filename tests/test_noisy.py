@@ -167,3 +167,17 @@ def test_qpy_round_trip_pins_the_circuit(tmp_path):
 def test_unknown_fake_device_lists_valid_names():
     with pytest.raises(BackendError, match="FakeBrisbane.*FakeFez"):
         fake_device("FakeNowhere")
+
+
+def test_runtime_local_mode_agrees_with_aer_noisy(transpiled):
+    """fake_brisbane runs the runtime's SamplerV2 in local testing mode on the full device."""
+    local = get_backend("fake_brisbane")
+    circuit, _, _, _ = hqcnn_circuit()
+    isa, obs = local.prepare(circuit, readout_observables())
+    rows = np.random.default_rng(4).uniform(-1, 1, (2, 1, isa.num_parameters))
+    got = local.estimator().run([(isa, obs, rows)]).result()[0].data.evs
+    aer = get_backend("aer_noisy")
+    aer.prepare(circuit, readout_observables())
+    ref = aer.estimator().run([(isa, obs, rows)]).result()[0].data.evs
+    assert got.shape == (2, 8)
+    assert np.max(np.abs(got - ref)) < 0.2
