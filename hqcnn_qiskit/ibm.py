@@ -118,8 +118,9 @@ def get_service():
                 "no IBM Quantum account: set QISKIT_IBM_TOKEN (and QISKIT_IBM_INSTANCE) or save one "
                 f"with QiskitRuntimeService.save_account(channel='{CHANNEL}', token=...)"
             ) from None
-        if re.search(r"401|403|unauthori[sz]ed|forbidden|invalid.*(token|api ?key)|api ?key.*invalid",
-                     text, re.I):
+        if getattr(exc, "status_code", None) in (400, 401, 403) or re.search(
+                r"\b40[013]\b|unauthori[sz]ed|forbidden|identity/token|api ?key|token.*invalid|"
+                r"invalid.*token", text, re.I):
             raise ServiceUnavailable(f"IBM Quantum rejected the token ({text})") from None
         raise ServiceUnavailable(f"cannot reach IBM Quantum ({type(exc).__name__}: {text})") from None
 
@@ -271,7 +272,8 @@ def submit_estimator(mode, pubs: Sequence, options: dict, *, log=None):
 
 
 def wait_for_job(job, *, poll: float | None = None, timeout: float | None = None,
-                 on_status: Callable[[str], None] | None = None) -> str:
+                 on_status: Callable[[str], None] | None = None,
+                 log: Callable[[str], None] | None = None) -> str:
     """Poll ``job.status()`` until a final state; transient errors while polling are retried.
 
     Returns:
@@ -285,7 +287,7 @@ def wait_for_job(job, *, poll: float | None = None, timeout: float | None = None
     start = time.monotonic()
     last = None
     while True:
-        status = str(with_retries(job.status))
+        status = str(with_retries(job.status, log=log))
         status = status.rsplit(".", 1)[-1].upper()
         if status != last and on_status:
             on_status(status)

@@ -512,7 +512,7 @@ def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stde
     Raises:
         ConfigError: A real-device submission above :data:`CONFIRM_ABOVE_SECONDS` without ``yes``.
     """
-    seconds = plan.estimate.get("seconds", 0.0)
+    seconds = max(plan.estimate.get("seconds", 0.0), plan.estimate.get("quick_formula_seconds", 0.0))
     if plan.remote and seconds > CONFIRM_ABOVE_SECONDS and not yes:
         raise ConfigError(
             f"estimated QPU usage {seconds:.0f} s on {plan.device_name} is above "
@@ -709,7 +709,7 @@ def _collect(run_dir: Path, meta: dict, job_id: str, part: int, path: Path, *, w
     common = {"job_id": job_id, "submission": meta["submission"], "part": part}
     try:
         if wait:
-            ibm.wait_for_job(job, on_status=lambda s: log(f"job {job_id}: {s}"))
+            ibm.wait_for_job(job, on_status=lambda s: log(f"job {job_id}: {s}"), log=log)
         else:
             status = str(ibm.with_retries(job.status)).rsplit(".", 1)[-1].upper()
             if status in ("ERROR", "CANCELLED"):

@@ -1,0 +1,228 @@
+"""A test double of IBM Quantum at the network boundary: ``QiskitRuntimeService`` and its jobs.
+
+Only the service is replaced. The devices are real ``qiskit_ibm_runtime.IBMBackend`` objects
+built from device snapshots (configuration and calibration served by a fake API client), and
+jobs are submitted by the real ``EstimatorV2`` / ``Batch`` code, which validates options, ISA
+circuits and faulty qubits and calls ``service._run`` exactly as it would call IBM. ``_run``
+JSON-encodes the inputs with the runtime's own ``RuntimeEncoder`` (as the HTTP client does) and
+the job decodes them again, so what is tested is what would go over the wire. A job's values
+come from a shot-based Aer simulation of the decoded PUB with the snapshot's noise.
+
+Use::
+
+    cloud = FakeCloud(token="...")
+    hqcnn_qiskit.ibm.set_service_factory(cloud.service)
+
+and script the next job with ``cloud.script(...)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+from qiskit.primitives.containers.estimator_pub import EstimatorPub
+from qiskit_ibm_runtime import IBMBackend
+from qiskit_ibm_runtime.accounts import AccountNotFoundError
+from qiskit_ibm_runtime.api.exceptions import RequestsApiError
+from qiskit_ibm_runtime.exceptions import RuntimeJobFailureError, RuntimeJobNotFound
+from qiskit_ibm_runtime.json import RuntimeDecoder, RuntimeEncoder
+from qiskit.providers.exceptions import QiskitBackendNotFoundError
+
+#: Devices the fake account can use (ibm_brisbane is retired: not listed).
+DEVICES = {"ibm_fez": "FakeFez", "ibm_kingston": "FakeKingston", "ibm_armonk": "FakeArmonkV2"}
+
+
+class _Api:
+    """The REST client's backend calls, answered from a snapshot."""
+
+    def __init__(self, snapshot):
+        self.snapshot = snapshot
+        snapshot._set_props_dict_from_json()  # pylint: disable=protected-access
+
+    def backend_properties(self, name, datetime=None, calibration_id=None):
+        return self.snapshot._props_dict  # pylint: disable=protected-access
+
+    def backend_status(self, name):
+        return {"backend_name": name, "backend_version": "1.0.0", "operational": True,
+                "pending_jobs": 0, "status_msg": "active"}
+
+
+@dataclass
+class Script:
+    """How the next job behaves.
+
+    Attributes:
+        statuses: What successive ``status()`` calls return; the last one repeats.
+        reason: ``error_message()`` of a job that ends in ERROR.
+        submit_failures: Transient HTTP 503s raised by ``_run`` before it accepts the job.
+        status_failures: Transient connection errors raised by the first ``status()`` calls.
+        interrupt_on_status: Raise ``KeyboardInterrupt`` from this ``status()`` call (1-based),
+            as if the user pressed Ctrl-C while waiting.
+    """
+
+    statuses: list = field(default_factory=lambda: ["QUEUED", "RUNNING", "DONE"])
+    reason: str | None = None
+    submit_failures: int = 0
+    status_failures: int = 0
+    interrupt_on_status: int | None = None
+
+
+class FakeJob:
+    """A ``RuntimeJobV2`` double: ``job_id``, ``status``, ``error_message``, ``result``."""
+
+    def __init__(self, cloud: FakeCloud, device: str, payload: str, options: dict, script: Script):
+        self._id = "d" + uuid.uuid4().hex[:19]
+        self.cloud = cloud
+        self.device = device
+        self.payload = payload  # the JSON the service received
+        self.options = options
+        self.script = script
+        self.status_calls = 0
+        self._result = None
+
+    def job_id(self) -> str:
+        return self._id
+
+    def status(self) -> str:
+        self.status_calls += 1
+        s = self.script
+        if s.interrupt_on_status == self.status_calls:
+            raise KeyboardInterrupt
+        if self.status_calls <= s.status_failures:
+            raise ConnectionError("Connection aborted: RemoteDisconnected")
+        k = self.status_calls - 1 - s.status_failures
+        return s.statuses[min(max(k, 0), len(s.statuses) - 1)]
+
+    def _final(self) -> str:
+        return self.script.statuses[-1]
+
+    def error_message(self):
+        return self.script.reason if self._final() == "ERROR" else None
+
+    def result(self):
+        if self._final() == "ERROR":
+            raise RuntimeJobFailureError(f"Unable to retrieve job result. {self.script.reason}")
+        if self._final() == "CANCELLED":
+            raise RuntimeJobFailureError("Unable to retrieve job result. Job was cancelled.")
+        if self._result is None:
+            self._result = self.cloud.simulate(self.device, self.payload)
+        return self._result
+
+
+class FakeCloud:
+    """The state behind every service object: accounts, devices and jobs.
+
+    Args:
+        token: The token the cloud accepts; ``None`` accepts any. A service built without a token
+            fails with ``AccountNotFoundError`` unless ``saved_account`` is true.
+        saved_account: Whether an account is "saved on disk".
+    """
+
+    def __init__(self, *, token: str | None = None, saved_account: bool = False,
+                 devices: dict | None = None, seed: int = 11):
+        from qiskit_ibm_runtime import fake_provider
+
+        self.token = token
+        self.saved_account = saved_account
+        self.jobs: dict[str, FakeJob] = {}
+        self.submissions = 0
+        self.service_kwargs: list[dict] = []
+        self._scripts: list[Script] = []
+        self._snapshots = {name: getattr(fake_provider, cls)()
+                           for name, cls in (devices or DEVICES).items()}
+        self._backends: dict[str, IBMBackend] = {}
+        self.seed = seed
+
+    # the factory handed to hqcnn_qiskit.ibm.set_service_factory
+    def service(self, **kwargs) -> FakeService:
+        self.service_kwargs.append(kwargs)
+        token = kwargs.get("token")
+        if token is None and not self.saved_account:
+            raise AccountNotFoundError("Unable to find account.")
+        if token is not None and self.token is not None and token != self.token:
+            raise RequestsApiError(  # what IAM answers, echoing the key it was given
+                f"'400 Client Error: Bad Request for url: https://iam.cloud.ibm.com/identity/token. "
+                f"Provided API key could not be found. apikey={token}'", status_code=400)
+        return FakeService(self)
+
+    def script(self, **kwargs) -> Script:
+        """Queue the behaviour of the next submitted job."""
+        s = Script(**kwargs)
+        self._scripts.append(s)
+        return s
+
+    def next_script(self) -> Script:
+        return self._scripts.pop(0) if self._scripts else Script()
+
+    def backend(self, name: str, service) -> IBMBackend:
+        if name not in self._backends:
+            snap = self._snapshots[name]
+            conf = copy.deepcopy(snap.configuration())
+            conf.backend_name = name
+            self._backends[name] = IBMBackend(configuration=conf, service=service,
+                                              api_client=_Api(snap), instance="crn:fake")
+        return self._backends[name]
+
+    def simulate(self, device: str, payload: str):
+        """Decode the submitted JSON and estimate every PUB with the snapshot's noise."""
+        from hqcnn_qiskit.noisy import AerRunner, SamplingEstimator
+
+        inputs = json.loads(payload, cls=RuntimeDecoder)
+        shots = int(inputs.get("options", {}).get("default_shots") or 1024)
+        pubs = [EstimatorPub.coerce(p) for p in inputs["pubs"]]
+        target = self._snapshots[device].target
+        estimator = SamplingEstimator(AerRunner(target, seed=self.seed), shots=shots,
+                                      target=target, seed=self.seed)
+        return estimator.run(pubs).result()
+
+
+class FakeService:
+    """What ``QiskitRuntimeService`` offers the code under test."""
+
+    def __init__(self, cloud: FakeCloud):
+        self.cloud = cloud
+
+    def backends(self, simulator=None, operational=None, **kwargs):
+        return [self.cloud.backend(n, self) for n in self.cloud._snapshots]  # noqa: SLF001
+
+    def backend(self, name: str, instance=None):
+        if name not in self.cloud._snapshots:  # noqa: SLF001
+            raise QiskitBackendNotFoundError("No backend matches the criteria.")
+        return self.cloud.backend(name, self)
+
+    def least_busy(self, min_num_qubits=None, **kwargs):
+        for b in self.backends():
+            if min_num_qubits is None or b.num_qubits >= min_num_qubits:
+                return b
+        raise QiskitBackendNotFoundError("No backend matches the criteria.")
+
+    def job(self, job_id: str):
+        try:
+            return self.cloud.jobs[job_id]
+        except KeyError:
+            raise RuntimeJobNotFound(f"Job not found: {job_id}") from None
+
+    def _run(self, program_id, inputs, options=None, calibration_id=None, dry_run=False,
+             **kwargs):
+        """The primitives' submission call (an HTTP POST in the real service)."""
+        cloud = self.cloud
+        if program_id != "estimator":
+            raise RequestsApiError(f"400 program {program_id} not expected", status_code=400)
+        if not hasattr(cloud, "_pending"):
+            cloud._pending = cloud.next_script()  # noqa: SLF001
+        script = cloud._pending  # noqa: SLF001
+        if script.submit_failures > 0:
+            script.submit_failures -= 1
+            raise RequestsApiError("'503 Server Error: Service Unavailable'", status_code=503)
+        del cloud._pending  # noqa: SLF001
+        options = dict(options or {})
+        backend = options.pop("backend")
+        payload = json.dumps(inputs, cls=RuntimeEncoder)
+        job = FakeJob(cloud, backend.name, payload, options, script)
+        cloud.jobs[job.job_id()] = job
+        cloud.submissions += 1
+        return job

@@ -1,0 +1,253 @@
+"""``infer`` and ``jobs``: local testing mode end to end, and IBM Quantum through a double of the
+service (tests/fake_service.py; only the network boundary is replaced)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fake_service import FakeCloud  # noqa: E402
+
+from hqcnn_qiskit import cli, ibm  # noqa: E402
+from hqcnn_qiskit.data import DatasetSpec  # noqa: E402
+
+TOKEN = "sekret-TOKEN-4f9a1c"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data_root) -> Path:
+    from hqcnn_qiskit.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("run")
+    train(TrainConfig(dataset=DatasetSpec("breastmnist"), epochs=1, limit_train=64, limit_eval=32,
+                      batch_size=32), out, data_root=data_root, progress=False, log=lambda m: None)
+    return out
+
+
+@pytest.fixture(autouse=True)
+def env(tmp_path, monkeypatch):
+    monkeypatch.setenv("HQCNN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("HQCNN_POLL_SECONDS", "0")
+    monkeypatch.setenv("HQCNN_RETRY_DELAY", "0")
+    monkeypatch.delenv("QISKIT_IBM_TOKEN", raising=False)
+    monkeypatch.delenv("QISKIT_IBM_INSTANCE", raising=False)
+    yield
+    ibm.set_service_factory(None)
+
+
+@pytest.fixture
+def cloud(monkeypatch) -> FakeCloud:
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", TOKEN)
+    c = FakeCloud(token=TOKEN)
+    ibm.set_service_factory(c.service)
+    return c
+
+
+def _profile(tmp_path: Path, text: str, name: str = "prof") -> str:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(text)
+    return str(path)
+
+
+RUNTIME = """kind = "runtime"
+device = "{device}"
+shots = 256
+execution_mode = "{mode}"
+[mitigation]
+readout = "twirl"
+twirl_samples = 4
+gate_twirling = true
+dynamical_decoupling = true
+"""
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _infer(capsys, run, backend, *extra, limit=8):
+    return _cli(capsys, "infer", "--checkpoint", run / "best.pt", "--backend", backend,
+                "--split", "test", "--limit", limit, "--data-root", _root(), *extra)
+
+
+def _root():
+    from conftest import real_data_root
+
+    return real_data_root()
+
+
+def _reference(run: Path, backend: str, limit: int):
+    """What ``evaluate`` computes on that backend: its metrics and the circuit's values."""
+    from hqcnn_qiskit.data import load_split
+    from hqcnn_qiskit.evaluate import compute_metrics, load_checkpoint_model
+
+    model, payload = load_checkpoint_model(run / "best.pt", backend=backend)
+    spec = DatasetSpec.from_dict(payload["train_config"]["dataset"])
+    images, labels = load_split(spec, "test", root=_root(), limit=limit).tensors
+    with torch.no_grad():
+        evs = model.quantum(model.features(images))
+        scores = torch.softmax(model.head(evs), 1).double().numpy()
+    return compute_metrics(spec, labels, scores), evs.double().numpy()
+
+
+def _evs(home_job: str, run: Path) -> np.ndarray:
+    sub = next(json.loads(line)["submission"] for line in (run / "jobs.jsonl").read_text().splitlines()
+               if json.loads(line).get("job_id") == home_job)
+    return np.load(run / "jobs" / sub / "result_0.npy")
+
+
+# Local testing mode (qiskit-ibm-runtime SamplerV2 on device snapshots) ---------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize("backend, limit", [("fake_brisbane", 8), ("heron", 4)])
+def test_local_mode_infer_then_fetch_matches_evaluate(backend, limit, run, tmp_path, capsys):
+    if backend == "heron":  # a Heron r2 snapshot, through a profile file written here
+        backend = _profile(tmp_path, 'kind = "runtime_local"\ndevice = "FakeFez"\nshots = 512\n'
+                                     'seed = 3\n[mitigation]\nreadout = "none"\n', "fez_local")
+    code, out, err = _infer(capsys, run, backend, "--json", limit=limit)
+    assert code == 0, err
+    got = json.loads(out)
+    assert set(got) == {"acc", "auc", "n", "split", "backend", "dataset", "job_id"}
+    assert got["n"] == limit and got["split"] == "test"
+
+    code, out, err = _cli(capsys, "jobs", "fetch", got["job_id"], "--json")
+    assert code == 0, err
+    assert json.loads(out) == got  # fetch recomputes the head from the journal: same answer
+
+    code, out, _ = _cli(capsys, "jobs", "list")
+    assert got["job_id"] in out
+
+    metrics, evs = _reference(run, backend, limit)
+    ours = _evs(got["job_id"], run)
+    # one PUB of N rows vs the QNN's forward pass: the same circuit values within shot noise
+    # (sigma <= 1/sqrt(shots) per value; 0.2 is > 4 sigma even after readout rescaling)
+    assert ours.shape == evs.shape == (limit, 8)
+    assert np.abs(ours - evs).max() < 0.2
+    assert abs(got["acc"] - metrics["acc"]) <= 2 / limit
+    assert abs(got["auc"] - metrics["auc"]) <= 0.25
+    rows = (run / "jobs").glob("*/predictions.csv")
+    assert any(len(p.read_text().splitlines()) == limit + 1 for p in rows)
+
+
+# IBM Quantum through the service double -----------------------------------------------------------
+def test_queued_running_done_with_batch_and_runtime_options(run, tmp_path, cloud, capsys):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="batch"))
+    code, out, err = _infer(capsys, run, backend, "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert "QUEUED" in err and "RUNNING" in err and "DONE" in err
+    assert cloud.submissions == 1
+    job = cloud.jobs[got["job_id"]]
+    sent = json.loads(job.payload)
+    assert len(sent["pubs"]) == 1  # one PUB for all images
+    assert sent["options"]["resilience"]["measure_mitigation"] is True
+    assert sent["options"]["twirling"]["enable_gates"] is True
+    assert sent["options"]["default_shots"] == 256
+    assert 0.0 <= got["acc"] <= 1.0 and got["n"] == 8
+
+
+def test_failed_job_reports_the_service_reason(run, tmp_path, cloud, capsys):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    cloud.script(statuses=["QUEUED", "ERROR"],
+                 reason="Error code 1517; Instruction not in basis gates")
+    code, _, err = _infer(capsys, run, backend)
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("hqcnn-qiskit infer: error:") and "1517" in last
+    job_id = next(iter(cloud.jobs))
+    code, out, _ = _cli(capsys, "jobs", "status", job_id)
+    assert code == 0 and "ERROR" in out and "1517" in out
+    assert '"failed"' in (run / "jobs.jsonl").read_text()
+
+
+def test_transient_errors_are_retried(run, tmp_path, cloud, capsys):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    cloud.script(submit_failures=2, status_failures=1)
+    code, out, err = _infer(capsys, run, backend, "--json")
+    assert code == 0, err
+    assert cloud.submissions == 1 and err.count("retrying") >= 3
+
+
+def test_interrupt_after_submit_then_fetch_without_resubmitting(run, tmp_path, cloud, capsys):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_kingston", mode="job"))
+    cloud.script(interrupt_on_status=1)  # Ctrl-C while waiting for the job
+    code, _, err = _infer(capsys, run, backend)
+    assert code == 130 and "jobs fetch" in err
+    job_id = next(iter(cloud.jobs))
+    assert job_id in err
+    code, out, _ = _cli(capsys, "jobs", "list", "--json")
+    assert [j["job_id"] for j in json.loads(out)] == [job_id]
+
+    code, out, err = _cli(capsys, "jobs", "fetch", job_id, "--json")
+    assert code == 0, err
+    assert json.loads(out)["job_id"] == job_id and cloud.submissions == 1
+
+
+def test_no_wait_returns_at_once_and_fetch_collects(run, tmp_path, cloud, capsys):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    cloud.script(statuses=["QUEUED", "QUEUED", "RUNNING", "DONE"])
+    code, out, err = _infer(capsys, run, backend, "--no-wait", "--json")
+    assert code == 0, err
+    job_id = json.loads(out)["job_id"]
+    assert cloud.jobs[job_id].status_calls == 0  # nothing waited
+    code, out, _ = _cli(capsys, "jobs", "status", job_id)
+    assert "QUEUED" in out
+    code, _, err = _cli(capsys, "jobs", "fetch", job_id, "--no-wait")
+    assert code == 1 and "QUEUED" in err
+    code, out, err = _cli(capsys, "jobs", "fetch", job_id)
+    assert code == 0 and "acc" in out, err
+
+
+def test_token_never_leaks(run, tmp_path, cloud, capsys, monkeypatch):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="batch"))
+    code, out1, err1 = _infer(capsys, run, backend, "--json")
+    assert code == 0, err1
+    assert cloud.service_kwargs[0]["token"] == TOKEN  # it was used ...
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", TOKEN + "-wrong")  # ... and a rejected one is echoed
+    code, out2, err2 = _infer(capsys, run, backend)
+    assert code == 1 and "rejected the token" in err2
+    texts = [out1, err1, out2, err2]
+    for folder in (run, tmp_path / "home"):
+        texts += [p.read_bytes().decode("latin-1") for p in folder.rglob("*") if p.is_file()]
+    assert not any(TOKEN in t for t in texts)
+
+
+def test_account_and_device_errors_are_one_line(run, tmp_path, capsys, monkeypatch):
+    c = FakeCloud(token=TOKEN)
+    ibm.set_service_factory(c.service)
+    code, _, err = _infer(capsys, run, "ibm_brisbane")  # no token, no saved account
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "no IBM Quantum account" in err
+
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", TOKEN)
+    code, _, err = _infer(capsys, run, "ibm_brisbane")  # retired
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "ibm_brisbane" in err and "ibm_fez" in err and "ibm_kingston" in err
+
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_armonk", mode="job"))
+    code, _, err = _infer(capsys, run, backend)
+    assert code == 1 and "1 qubits" in err
+
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job").replace(
+        "shots = 256", "shots = 4096"), "costly")
+    code, _, err = _infer(capsys, run, backend, limit=64)  # estimate above the threshold
+    assert code == 1 and "--yes" in err and c.submissions == 0
+
+    code, _, err = _cli(capsys, "jobs", "fetch", "no-such-job")
+    assert code == 1 and "unknown job id" in err
+
+
+def test_dry_run_for_ibm_brisbane_works_offline(run, capsys):
+    code, out, err = _infer(capsys, run, "ibm_brisbane", "--dry-run", limit=64)
+    assert code == 0, err
+    assert "nothing submitted" in out and "FakeBrisbane snapshot" in out
+    assert "127-qubit device" in out and "two-qubit gates" in out
+    assert "estimated QPU usage" in out and "64 rows x 2 measurement bases x 1024 shots" in out
+    assert not (run / "jobs.jsonl").exists() or "ibm_brisbane" not in (run / "jobs.jsonl").read_text()
