@@ -123,6 +123,25 @@ def test_statevectors_match_qiskit_for_every_supported_gate():
             np.testing.assert_allclose(state * overlap.conjugate(), expected, atol=1e-9)
 
 
+def test_partial_product_prefix_and_gates_after_entanglers():
+    """Qubits the leading single-qubit gates leave alone, and parameterised single-qubit gates
+    after entangling gates, take the other code paths of the simulator."""
+    a, b, c = Parameter("a"), Parameter("b"), Parameter("c")
+    circuit = QuantumCircuit(4)
+    circuit.ry(a, 1)
+    circuit.rx(b, 3)
+    circuit.u(a, b, c, 3)
+    circuit.cx(1, 2)
+    circuit.ry(c, 2)
+    circuit.rx(a, 2)
+    circuit.crx(b, 2, 0)
+    circuit.rzz(c, 0, 3)
+    circuit.u(c, a, b, 0)
+    values = np.random.default_rng(5).uniform(-np.pi, np.pi, (4, 3))
+    pubs = [(circuit, ["ZIXY", "IXZI", "YIIX", "ZZZZ"], values[:, None, :])]
+    _assert_same(_evs(BatchedStatevectorEstimator(), pubs), _evs(StatevectorEstimator(), pubs))
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_random_circuits_match_statevector_estimator(seed):
     rng = np.random.default_rng(seed)
@@ -236,7 +255,7 @@ def test_negative_precision_raises():
 
 def test_shots_are_refused_with_a_type_error():
     circuit, obs, values = _noise_pub(2)
-    with pytest.raises(TypeError, match="shots"):
+    with pytest.raises(TypeError, match="shots.*precision"):
         BatchedStatevectorEstimator().run([(circuit, obs, values)], shots=100)
 
 

@@ -69,20 +69,53 @@ def _cos_sin(theta):
     return _trig(np.multiply(theta, 0.5))
 
 
-def _matrices(rows, m00, m01, m10, m11):
-    out = np.empty((rows, 2, 2), dtype=complex)
-    out[:, 0, 0], out[:, 0, 1], out[:, 1, 0], out[:, 1, 1] = m00, m01, m10, m11
-    return out
-
-
+# Single-qubit kernels return the four entries (m00, m01, m10, m11) of one 2x2 matrix per row,
+# each an array over rows or a number: cheaper to build, multiply and apply than (rows, 2, 2).
 def _rx(a):
     c, s = _cos_sin(a[:, 0])
-    return _matrices(a.shape[0], c, -1j * s, -1j * s, c)
+    return c, -1j * s, -1j * s, c
 
 
 def _ry(a):
     c, s = _cos_sin(a[:, 0])
-    return _matrices(a.shape[0], c, -s, s, c)
+    return c, -s, s, c
+
+
+def _rz(a):
+    e = _cis(-0.5 * a[:, 0])
+    return e, 0.0, 0.0, e.conj()
+
+
+def _phase(a):
+    return 1.0, 0.0, 0.0, _cis(a[:, 0])
+
+
+def _u3(a):
+    c, s = _cos_sin(a[:, 0])
+    e_phi, e_lam = _cis(a[:, 1]), _cis(a[:, 2])
+    return c, -e_lam * s, e_phi * s, (e_phi * e_lam) * c
+
+
+def _u2(a):
+    return _u3(np.column_stack([np.full(a.shape[0], np.pi / 2), a[:, 0], a[:, 1]]))
+
+
+def _mul2(a: tuple, b: tuple) -> tuple:
+    """``a @ b`` for two single-qubit kernels' entries."""
+    a00, a01, a10, a11 = a
+    b00, b01, b10, b11 = b
+    return (
+        a00 * b00 + a01 * b10,
+        a00 * b01 + a01 * b11,
+        a10 * b00 + a11 * b10,
+        a10 * b01 + a11 * b11,
+    )
+
+
+def _as_matrices(entries: tuple, rows: int) -> np.ndarray:
+    out = np.empty((rows, 2, 2), dtype=complex)
+    out[:, 0, 0], out[:, 0, 1], out[:, 1, 0], out[:, 1, 1] = entries
+    return out
 
 
 def _diag(*entries):
@@ -93,25 +126,6 @@ def _diag(*entries):
     return out
 
 
-def _rz(a):
-    e = _cis(-0.5 * a[:, 0])
-    return _matrices(a.shape[0], e, 0, 0, e.conj())
-
-
-def _phase(a):
-    return _matrices(a.shape[0], 1, 0, 0, _cis(a[:, 0]))
-
-
-def _u3(a):
-    c, s = _cos_sin(a[:, 0])
-    e_phi, e_lam = _cis(a[:, 1]), _cis(a[:, 2])
-    return _matrices(a.shape[0], c, -e_lam * s, e_phi * s, (e_phi * e_lam) * c)
-
-
-def _u2(a):
-    return _u3(np.column_stack([np.full(a.shape[0], np.pi / 2), a[:, 0], a[:, 1]]))
-
-
 def _cphase(a):
     one = np.ones(a.shape[0])
     return _diag(one, one, one, _cis(a[:, 0]))
@@ -120,21 +134,10 @@ def _cphase(a):
 def _controlled(single):
     def kernel(a):
         out = np.tile(np.eye(4, dtype=complex), (a.shape[0], 1, 1))
-        out[:, 1::2, 1::2] = single(a)  # control is the first qubit (the low bit)
+        out[:, 1::2, 1::2] = _as_matrices(single(a), a.shape[0])  # control: the low bit
         return out
 
     return kernel
-
-
-def _matmul2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b`` for stacks of 2x2 matrices (NumPy's batched matmul is slow at this size)."""
-    return _matrices(
-        a.shape[0],
-        a[:, 0, 0] * b[:, 0, 0] + a[:, 0, 1] * b[:, 1, 0],
-        a[:, 0, 0] * b[:, 0, 1] + a[:, 0, 1] * b[:, 1, 1],
-        a[:, 1, 0] * b[:, 0, 0] + a[:, 1, 1] * b[:, 1, 0],
-        a[:, 1, 0] * b[:, 0, 1] + a[:, 1, 1] * b[:, 1, 1],
-    )
 
 
 def _pauli_rotation(label):
@@ -320,19 +323,21 @@ class _Program:
                 table[:, 0] = 1.0
                 table[:, 1 : 1 + len(cols)] = _cis(angles[:, cols] * factors)
                 np.conjugate(table[:, 1 : 1 + len(cols)], out=table[:, 1 + len(cols) :])
-                diagonal = table[:, index[0]]
+                diagonal = np.take(table, index[0], axis=1)
                 for idx in index[1:]:
-                    diagonal *= table[:, idx]
-                state = state * diagonal
+                    diagonal *= np.take(table, idx, axis=1)
+                state *= diagonal
             elif step.kind == "single":
-                m = self._single_matrix(step, angles)
+                m00, m01, m10, m11 = (
+                    e[:, None, None] if isinstance(e, np.ndarray) else e
+                    for e in self._single_matrix(step, angles)
+                )
                 q = step.qubits[0]
                 psi = state.reshape(rows, 2 ** (n - q - 1), 2, 2**q)
                 zero, one = psi[:, :, 0, :], psi[:, :, 1, :]
                 out = np.empty_like(psi)
-                m = m[:, :, :, None, None]
-                out[:, :, 0, :] = m[:, 0, 0] * zero + m[:, 0, 1] * one
-                out[:, :, 1, :] = m[:, 1, 0] * zero + m[:, 1, 1] * one
+                out[:, :, 0, :] = m00 * zero + m01 * one
+                out[:, :, 1, :] = m10 * zero + m11 * one
                 state = out.reshape(rows, 2**n)
             else:
                 (kernel, columns, _), = step.parts
@@ -340,11 +345,11 @@ class _Program:
         return state
 
     @staticmethod
-    def _single_matrix(step: _Step, angles: np.ndarray) -> np.ndarray:
+    def _single_matrix(step: _Step, angles: np.ndarray) -> tuple:
         matrix = None
         for kernel, columns, _ in step.parts:
             m = kernel(angles[:, columns])
-            matrix = m if matrix is None else _matmul2(m, matrix)
+            matrix = m if matrix is None else _mul2(m, matrix)
         return matrix
 
     def _product_state(self, angles: np.ndarray, rows: int) -> np.ndarray:
@@ -352,12 +357,11 @@ class _Program:
         vectors = {}
         for step in self.steps[: self.prefix]:
             (kernel, columns, _), *rest = step.parts
-            m = kernel(angles[:, columns])
-            v0, v1 = m[:, 0, 0], m[:, 1, 0]  # first column: the gate applied to |0>
+            v0, _, v1, _ = kernel(angles[:, columns])  # first column: the gate applied to |0>
             for kernel, columns, _ in rest:
-                m = kernel(angles[:, columns])
-                v0, v1 = m[:, 0, 0] * v0 + m[:, 0, 1] * v1, m[:, 1, 0] * v0 + m[:, 1, 1] * v1
-            vectors[step.qubits[0]] = (v0, v1)
+                m00, m01, m10, m11 = kernel(angles[:, columns])
+                v0, v1 = m00 * v0 + m01 * v1, m10 * v0 + m11 * v1
+            vectors[step.qubits[0]] = tuple(np.broadcast_to(v, (rows,)) for v in (v0, v1))
         state = np.ones((rows, 1), dtype=complex)
         for q in reversed(range(self.num_qubits)):  # qubit 0 is the fastest index
             out = np.zeros((rows, state.shape[1], 2), dtype=complex)
@@ -486,7 +490,7 @@ def _expectation_table(states: np.ndarray, observables: list) -> np.ndarray:
         if xmask == 0:  # diagonal terms: probabilities times real weights
             table[:, ks] += (states.real**2 + states.imag**2) @ weights.real
             continue
-        prod = conj * states[:, index ^ xmask]  # (rows, dim) complex
+        prod = conj * np.take(states, index ^ xmask, axis=1)  # (rows, dim) complex
         # Re(prod @ w) as one real product: prod viewed as interleaved (re, im) pairs
         real_weights = np.empty((2 * dim, len(ks)))
         real_weights[0::2], real_weights[1::2] = weights.real, -weights.imag
@@ -519,8 +523,14 @@ class BatchedStatevectorEstimator(BaseEstimatorV2):
         return self._default_precision
 
     def run(
-        self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None
+        self, pubs: Iterable[EstimatorPubLike], *, precision: float | None = None, **unsupported
     ) -> PrimitiveJob[PrimitiveResult[PubResult]]:
+        if unsupported:
+            raise TypeError(
+                f"BatchedStatevectorEstimator.run() got unsupported option(s) "
+                f"{sorted(unsupported)}: an estimator takes precision=, not shots= "
+                "(precision > 0 adds Gaussian noise of that standard deviation)"
+            )
         if precision is None:
             precision = self._default_precision
         coerced = [EstimatorPub.coerce(pub, precision) for pub in pubs]
