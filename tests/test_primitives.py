@@ -194,6 +194,34 @@ def test_broadcasting_follows_pub_rules(case):
     _assert_same(ours, _evs(StatevectorEstimator(), [pub]))
 
 
+def test_parameter_values_given_by_name_in_another_order():
+    circuit = _random_circuit(21)
+    params = list(circuit.parameters)
+    values = np.random.default_rng(21).normal(size=(3, 1, len(params)))
+    by_name = {tuple(params[::-1]): values[..., ::-1]}  # same values, reversed parameter order
+    ours = _evs(BatchedStatevectorEstimator(), [(circuit, ["XYZ", "ZZI"], by_name)])
+    reference = _evs(StatevectorEstimator(), [(circuit, ["XYZ", "ZZI"], values)])
+    assert ours[0].shape == (3, 2)
+    _assert_same(ours, reference)
+
+
+def test_concurrent_runs_on_one_circuit_do_not_mix():
+    """Runs of one circuit share cached work arrays: they must not interleave."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    circuit, _, _ = _hqcnn()
+    rng = np.random.default_rng(22)
+    batches = [rng.uniform(-np.pi, np.pi, (300, 1, circuit.num_parameters)) for _ in range(6)]
+    estimator = BatchedStatevectorEstimator()
+    expected = [_evs(estimator, [(circuit, readout_observables(), b)])[0] for b in batches]
+    with ThreadPoolExecutor(3) as pool:
+        got = list(pool.map(
+            lambda b: _evs(estimator, [(circuit, readout_observables(), b)])[0], batches
+        ))
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_several_pubs_in_one_run_keep_their_order():
     pubs = list(case[0] for case in _broadcast_pubs().values())
     _assert_same(_evs(BatchedStatevectorEstimator(), pubs), _evs(StatevectorEstimator(), pubs))

@@ -89,14 +89,32 @@ def compile_expressions(
     source = nonzero.argmax(axis=0) if gather else None
     scale = matrix[source, np.arange(num)] if gather else None
 
-    def evaluate(values: np.ndarray) -> np.ndarray:
+    unit_scale = gather and bool(np.all(scale == 1))
+    any_offset = bool(np.any(offset != 0))
+
+    def evaluate(values: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The ``(rows, len(exprs))`` angles, or, if ``out`` is given, their transpose written
+        into ``out`` (``(len(exprs), rows)``, for amplitude-major simulation)."""
         values = np.asarray(values, dtype=float)
+        if out is None:
+            if gather:
+                result = values[:, source] * scale + offset
+            else:
+                result = values @ matrix + offset
+            for j, func, cols in nonlinear:
+                result[:, j] = np.real(func(*(values[:, c] for c in cols)))
+            return result
+        columns = values.T
         if gather:
-            out = values[:, source] * scale + offset
+            np.take(columns, source, axis=0, out=out, mode="clip")
+            if not unit_scale:
+                out *= scale[:, None]
         else:
-            out = values @ matrix + offset
+            np.matmul(matrix.T, columns, out=out)
+        if any_offset:
+            out += offset[:, None]
         for j, func, cols in nonlinear:
-            out[:, j] = np.real(func(*(values[:, c] for c in cols)))
+            out[j] = np.real(func(*(columns[c] for c in cols)))
         return out
 
     return evaluate

@@ -266,9 +266,9 @@ class BatchedParamShiftEstimatorGradient(BaseEstimatorGradient):
             g_rows = plan.g_values(rows)  # (R, G)
             offsets = np.zeros((len(plan.shifted), g_rows.shape[1]))
             offsets[np.arange(len(plan.shifted)), plan.shifted] = np.pi / 2
-            shifted = np.stack(
-                [g_rows[:, None, :] + offsets, g_rows[:, None, :] - offsets], axis=1
-            )  # (R, 2, S, G)
+            shifted = np.empty((len(g_rows), 2) + offsets.shape)  # (R, 2, S, G)
+            np.add(g_rows[:, None, :], offsets, out=shifted[:, 0])
+            np.subtract(g_rows[:, None, :], offsets, out=shifted[:, 1])
             pubs.append((plan.circuit, distinct_obs, shifted[:, :, :, None, :]))
             unpack.append((plan, members, rows, row_of.ravel(), obs_of))
 

@@ -9,9 +9,11 @@ circuit is compiled once into a list of gate steps, and every step is applied to
 from __future__ import annotations
 
 import contextlib
+import threading
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from qiskit.circuit import ParameterExpression, QuantumCircuit
@@ -69,35 +71,36 @@ def _cos_sin(theta):
     return _trig(np.multiply(theta, 0.5))
 
 
-# Single-qubit kernels return the four entries (m00, m01, m10, m11) of one 2x2 matrix per row,
-# each an array over rows or a number: cheaper to build, multiply and apply than (rows, 2, 2).
+# Kernels take their angles as a (num_angles, rows) array. Single-qubit kernels return the four
+# entries (m00, m01, m10, m11) of one 2x2 matrix per row, each an array over rows or a number;
+# the others return (rows, 2^k, 2^k) matrices.
 def _rx(a):
-    c, s = _cos_sin(a[:, 0])
+    c, s = _cos_sin(a[0])
     return c, -1j * s, -1j * s, c
 
 
 def _ry(a):
-    c, s = _cos_sin(a[:, 0])
+    c, s = _cos_sin(a[0])
     return c, -s, s, c
 
 
 def _rz(a):
-    e = _cis(-0.5 * a[:, 0])
+    e = _cis(-0.5 * a[0])
     return e, 0.0, 0.0, e.conj()
 
 
 def _phase(a):
-    return 1.0, 0.0, 0.0, _cis(a[:, 0])
+    return 1.0, 0.0, 0.0, _cis(a[0])
 
 
 def _u3(a):
-    c, s = _cos_sin(a[:, 0])
-    e_phi, e_lam = _cis(a[:, 1]), _cis(a[:, 2])
+    c, s = _cos_sin(a[0])
+    e_phi, e_lam = _cis(a[1]), _cis(a[2])
     return c, -e_lam * s, e_phi * s, (e_phi * e_lam) * c
 
 
 def _u2(a):
-    return _u3(np.column_stack([np.full(a.shape[0], np.pi / 2), a[:, 0], a[:, 1]]))
+    return _u3(np.vstack([np.full(a.shape[1], np.pi / 2), a[0], a[1]]))
 
 
 def _mul2(a: tuple, b: tuple) -> tuple:
@@ -127,14 +130,14 @@ def _diag(*entries):
 
 
 def _cphase(a):
-    one = np.ones(a.shape[0])
-    return _diag(one, one, one, _cis(a[:, 0]))
+    one = np.ones(a.shape[1])
+    return _diag(one, one, one, _cis(a[0]))
 
 
 def _controlled(single):
     def kernel(a):
-        out = np.tile(np.eye(4, dtype=complex), (a.shape[0], 1, 1))
-        out[:, 1::2, 1::2] = _as_matrices(single(a), a.shape[0])  # control: the low bit
+        out = np.tile(np.eye(4, dtype=complex), (a.shape[1], 1, 1))
+        out[:, 1::2, 1::2] = _as_matrices(single(a), a.shape[1])  # control: the low bit
         return out
 
     return kernel
@@ -144,7 +147,7 @@ def _pauli_rotation(label):
     pauli = Pauli(label).to_matrix()
 
     def kernel(a):
-        c, s = _cos_sin(a[:, 0])
+        c, s = _cos_sin(a[0])
         return c[:, None, None] * np.eye(len(pauli)) - 1j * s[:, None, None] * pauli
 
     return kernel
@@ -196,13 +199,31 @@ class _Step:
 
 def _embed(matrix: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
     """A gate's matrix on ``qubits`` as a full 2^n x 2^n matrix."""
-    return _apply(np.eye(2**n, dtype=complex), matrix, qubits, n).T
+    return _apply(np.eye(2**n, dtype=complex), matrix, qubits, n)
 
 
 def _mergeable(a: _Step, b: _Step) -> bool:
     if a.kind == b.kind == "diagonal":
         return True  # diagonal gates commute and multiply elementwise
     return a.kind == b.kind == "single" and a.qubits == b.qubits
+
+
+class _Buffers:
+    """Work arrays kept between runs of a program.
+
+    Fresh multi-megabyte arrays come from ``mmap`` and cost a page fault per 4 KiB when first
+    written, which was a third of a gradient run; reusing them avoids that.
+    """
+
+    def __init__(self):
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str, shape: tuple[int, ...], dtype=complex) -> np.ndarray:
+        size = int(np.prod(shape))
+        array = self._arrays.get(name)
+        if array is None or array.dtype != dtype or array.size < size:
+            array = self._arrays[name] = np.empty(size, dtype=dtype)
+        return array[:size].reshape(shape)
 
 
 class _Program:
@@ -221,6 +242,8 @@ class _Program:
         self._angles: list = []
         self._add(circuit, list(range(circuit.num_qubits)))
         self.angles = compile_expressions(self._angles, self.parameters)
+        self._buffers = _Buffers()
+        self._lock = threading.Lock()  # the buffers belong to one run at a time
         if self.num_qubits <= _FUSE_MAX_QUBITS:
             self._fuse()
         # Leading parameterised single-qubit steps on distinct qubits act on |0...0>: they give
@@ -235,8 +258,6 @@ class _Program:
         for step in self.steps:
             if step.kind == "diagonal":
                 step.matrix = _diagonal_tables(step.parts)
-            elif step.kind == "static" and step.matrix.shape[0] == 2**self.num_qubits:
-                step.matrix = np.ascontiguousarray(step.matrix.T)  # state @ matrix.T, precomputed
 
     def _add(self, circuit: QuantumCircuit, qubit_map: list[int]):
         n = self.num_qubits
@@ -305,73 +326,90 @@ class _Program:
                 fused.append(_Step("static", tuple(range(n)), full))
         self.steps = fused
 
-    def run(self, values: np.ndarray) -> np.ndarray:
-        """Simulate every row of ``values`` (rows x parameters) from |0...0>."""
+    def run(self, values: np.ndarray, consume: Callable[[np.ndarray], Any] | None = None):
+        """Simulate every row of ``values`` (rows x parameters) from |0...0>.
+
+        The states are amplitude-major, ``(2^n, rows)``: every elementwise operation then runs
+        over long contiguous vectors instead of 2^n-wide rows. They live in work arrays that the
+        next run reuses, so they are handed to ``consume`` and its result returned (without
+        ``consume``, a copy of the states is returned).
+        """
+        with self._lock:
+            state = self._simulate(np.asarray(values, dtype=float).reshape(len(values), -1))
+            return consume(state) if consume is not None else state.copy()
+
+    def _simulate(self, values: np.ndarray) -> np.ndarray:
         rows = values.shape[0]
-        n = self.num_qubits
-        angles = self.angles(values.reshape(rows, len(self.parameters)))
-        state = self._product_state(angles, rows)
+        n, dim = self.num_qubits, 2**self.num_qubits
+        buf = self._buffers
+        angles = self.angles(values, out=buf("angles", (len(self._angles), rows), float))
+        state, spare = self._product_state(angles, rows), "b"
         for step in self.steps[self.prefix :]:
             if step.kind == "static":
-                if step.matrix.shape[0] == 2**n:
-                    state = state @ step.matrix  # stored transposed
+                if step.matrix.shape[0] == dim:
+                    out = buf(spare, (dim, rows))
+                    np.matmul(step.matrix, state, out=out)
+                    state, spare = out, ("a" if spare == "b" else "b")
                 else:
                     state = _apply(state, step.matrix, step.qubits, n)
             elif step.kind == "diagonal":
                 cols, factors, index = step.matrix
-                table = np.empty((rows, 1 + 2 * len(cols)), dtype=complex)
-                table[:, 0] = 1.0
-                table[:, 1 : 1 + len(cols)] = _cis(angles[:, cols] * factors)
-                np.conjugate(table[:, 1 : 1 + len(cols)], out=table[:, 1 + len(cols) :])
-                diagonal = np.take(table, index[0], axis=1)
-                for idx in index[1:]:
-                    diagonal *= np.take(table, idx, axis=1)
-                state *= diagonal
+                num = len(cols)
+                phase = buf("phase", (num, rows), float)
+                np.take(angles, cols, axis=0, out=phase, mode="clip")
+                phase *= factors[:, None]
+                table = buf("table", (1 + 2 * num, rows))
+                table[0] = 1.0
+                np.cos(phase, out=table[1 : 1 + num].real)
+                np.sin(phase, out=table[1 : 1 + num].imag)
+                np.conjugate(table[1 : 1 + num], out=table[1 + num :])
+                factor = buf("factor", (dim, rows))
+                for idx in index:
+                    np.take(table, idx, axis=0, out=factor, mode="clip")
+                    state *= factor
             elif step.kind == "single":
-                m00, m01, m10, m11 = (
-                    e[:, None, None] if isinstance(e, np.ndarray) else e
-                    for e in self._single_matrix(step, angles)
-                )
+                m00, m01, m10, m11 = self._single_matrix(step, angles)
                 q = step.qubits[0]
-                psi = state.reshape(rows, 2 ** (n - q - 1), 2, 2**q)
-                zero, one = psi[:, :, 0, :], psi[:, :, 1, :]
-                out = np.empty_like(psi)
-                out[:, :, 0, :] = m00 * zero + m01 * one
-                out[:, :, 1, :] = m10 * zero + m11 * one
-                state = out.reshape(rows, 2**n)
+                psi = state.reshape(2 ** (n - q - 1), 2, 2**q, rows)
+                zero, one = psi[:, 0], psi[:, 1]
+                out = buf(spare, psi.shape)
+                out[:, 0] = m00 * zero + m01 * one
+                out[:, 1] = m10 * zero + m11 * one
+                state, spare = out.reshape(dim, rows), ("a" if spare == "b" else "b")
             else:
                 (kernel, columns, _), = step.parts
-                state = _apply(state, kernel(angles[:, columns]), step.qubits, n)
+                state = _apply(state, kernel(angles[columns]), step.qubits, n)
         return state
 
     @staticmethod
     def _single_matrix(step: _Step, angles: np.ndarray) -> tuple:
         matrix = None
         for kernel, columns, _ in step.parts:
-            m = kernel(angles[:, columns])
+            m = kernel(angles[columns])
             matrix = m if matrix is None else _mul2(m, matrix)
         return matrix
 
     def _product_state(self, angles: np.ndarray, rows: int) -> np.ndarray:
-        """The state after the leading single-qubit steps, as a product of 2-vectors."""
+        """The state after the leading single-qubit steps, as a product of 2-vectors (built in
+        work array "a")."""
         vectors = {}
         for step in self.steps[: self.prefix]:
             (kernel, columns, _), *rest = step.parts
-            v0, _, v1, _ = kernel(angles[:, columns])  # first column: the gate applied to |0>
+            v0, _, v1, _ = kernel(angles[columns])  # first column: the gate applied to |0>
             for kernel, columns, _ in rest:
-                m00, m01, m10, m11 = kernel(angles[:, columns])
+                m00, m01, m10, m11 = kernel(angles[columns])
                 v0, v1 = m00 * v0 + m01 * v1, m10 * v0 + m11 * v1
-            vectors[step.qubits[0]] = tuple(np.broadcast_to(v, (rows,)) for v in (v0, v1))
-        state = np.ones((rows, 1), dtype=complex)
-        for q in reversed(range(self.num_qubits)):  # qubit 0 is the fastest index
-            out = np.zeros((rows, state.shape[1], 2), dtype=complex)
-            if q in vectors:
-                v0, v1 = vectors[q]
-                np.multiply(state, v0[:, None], out=out[:, :, 0])
-                np.multiply(state, v1[:, None], out=out[:, :, 1])
-            else:
-                out[:, :, 0] = state
-            state = out.reshape(rows, -1)
+            vectors[step.qubits[0]] = (v0, v1)
+        # alternate between "b" and "a" so that the last level (2^n amplitudes) lands in "a"
+        names = ["a", "b"] * (self.num_qubits + 1)
+        state = self._buffers(names[self.num_qubits], (1, rows))
+        state[...] = 1.0
+        for level, q in enumerate(reversed(range(self.num_qubits))):  # new qubit: lowest bit
+            out = self._buffers(names[self.num_qubits - 1 - level], (state.shape[0], 2, rows))
+            v0, v1 = vectors.get(q, (1.0, 0.0))
+            np.multiply(state, v0, out=out[:, 0])
+            np.multiply(state, v1, out=out[:, 1])
+            state = out.reshape(-1, rows)
         return state
 
 
@@ -404,20 +442,23 @@ def _diagonal_tables(parts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _apply(state: np.ndarray, matrix: np.ndarray, qubits: tuple[int, ...], n: int) -> np.ndarray:
-    """Apply a k-qubit matrix (static, or one per row) to a (rows, 2^n) array of states."""
-    rows, k = state.shape[0], len(qubits)
-    psi = state.reshape((rows,) + (2,) * n)
-    source = [n - q for q in reversed(qubits)]
-    target = list(range(n + 1 - k, n + 1))
-    psi = np.moveaxis(psi, source, target)
+    """Apply a k-qubit matrix (static, or one per row) to amplitude-major ``(2^n, rows)`` states
+    (the matrix index is little-endian over ``qubits``, as in Qiskit)."""
+    rows, k = state.shape[1], len(qubits)
+    psi = state.reshape((2,) * n + (rows,))
+    source = [n - 1 - q for q in reversed(qubits)]  # axis of qubit q is n - 1 - q
+    psi = np.moveaxis(psi, source, list(range(k)))
     shape = psi.shape
-    psi = psi.reshape(rows, -1, 2**k)
+    psi = psi.reshape(2**k, -1, rows)
     if matrix.ndim == 2:
-        psi = psi @ matrix.T
-    else:
-        psi = psi @ np.swapaxes(matrix, 1, 2)
-    psi = np.moveaxis(psi.reshape(shape), target, source)
-    return psi.reshape(rows, 2**n)
+        out = (matrix @ psi.reshape(2**k, -1)).reshape(psi.shape)
+    else:  # (rows, 2^k, 2^k): out[i] = sum_j m[:, i, j] * psi[j]
+        out = np.zeros_like(psi)
+        for i in range(2**k):
+            for j in range(2**k):
+                out[i] += matrix[:, i, j] * psi[j]
+    out = np.moveaxis(out.reshape(shape), list(range(k)), source)
+    return out.reshape(2**n, rows)
 
 
 _PROGRAMS: dict[int, tuple[weakref.ref, int, _Program]] = {}
@@ -447,21 +488,25 @@ def simulate_statevectors(circuit: QuantumCircuit, values: np.ndarray) -> np.nda
     """
     values = np.asarray(values, dtype=float).reshape(-1, circuit.num_parameters)
     with _single_threaded_blas():
-        return _program(circuit).run(values)
+        return _program(circuit).run(values, lambda states: np.ascontiguousarray(states.T))
 
 
-def _expectation_table(states: np.ndarray, observables: list) -> np.ndarray:
-    """``<psi_r|O_k|psi_r>`` for every row of ``states`` and every observable (a dict of Pauli
-    label -> coefficient, little-endian labels), as a real ``(rows, K)`` table.
+def _expectation_table(
+    states: np.ndarray, observables: list, buffers: _Buffers | None = None
+) -> np.ndarray:
+    """``<psi_r|O_k|psi_r>`` for amplitude-major ``(2^n, rows)`` states and observables given as
+    dicts of Pauli label -> coefficient (little-endian labels), as a real ``(rows, K)`` table.
 
-    A Pauli string is ``P = (-i)^{#Y} Z^z X^x``, so ``<psi|P|psi> = (-i)^{#Y} sum_c conj(psi_c)
-    (-1)^{|c & z|} psi_{c ^ x}``. Terms are grouped by their X mask: each group costs one
-    elementwise product of the states, and all its terms one small matrix product.
+    A Pauli string is ``P = (-i)^{#Y} Z^z X^x`` with ``<psi|P|psi> = sum_c conj(psi_c) P[c, c^x]
+    psi_{c^x}``. Terms are grouped by X mask. For ``x != 0`` the amplitudes pair up (``c`` and
+    ``c^x``) and, P being Hermitian, each pair contributes ``2 Re(conj(psi_c) P[c, c^x]
+    psi_{c^x})``, so half the amplitudes suffice; for ``x = 0`` it is probabilities times signs.
 
     Raises:
         ValueError: A label is not a Pauli string, or an observable is not Hermitian.
     """
-    rows, dim = states.shape
+    buffers = buffers or _Buffers()
+    dim, rows = states.shape
     index = np.arange(dim)
     groups: dict[int, dict[int, np.ndarray]] = {}  # xmask -> observable -> weights over c
     for k, obs in enumerate(observables):
@@ -482,20 +527,36 @@ def _expectation_table(states: np.ndarray, observables: list) -> np.ndarray:
             weights = coeff.real * (-1j) ** label.count("Y") * (1.0 - 2.0 * parity)
             by_obs = groups.setdefault(xmask, {})
             by_obs[k] = by_obs.get(k, 0) + weights
-    table = np.zeros((rows, len(observables)))
-    conj = states.conj() if any(groups) else None
+    table = np.zeros((len(observables), rows))
     for xmask, by_obs in groups.items():
         ks = list(by_obs)
-        weights = np.array([by_obs[k] for k in ks]).T  # (dim, K_group)
+        weights = np.array([by_obs[k] for k in ks])  # (K_group, dim)
         if xmask == 0:  # diagonal terms: probabilities times real weights
-            table[:, ks] += (states.real**2 + states.imag**2) @ weights.real
+            probs = buffers("probs", (dim, rows), float)
+            square = buffers("square", (dim, rows), float)
+            np.square(states.real, out=probs)
+            probs += np.square(states.imag, out=square)
+            table[ks] += weights.real @ probs
             continue
-        prod = conj * np.take(states, index ^ xmask, axis=1)  # (rows, dim) complex
-        # Re(prod @ w) as one real product: prod viewed as interleaved (re, im) pairs
-        real_weights = np.empty((2 * dim, len(ks)))
-        real_weights[0::2], real_weights[1::2] = weights.real, -weights.imag
-        table[:, ks] += prod.view(float) @ real_weights
-    return table
+        low = index[(index & (xmask & -xmask)) == 0]  # one amplitude of every pair
+        prod = buffers("prod", (len(low), rows))
+        partner = buffers("partner", (len(low), rows))
+        np.take(states, low, axis=0, out=prod, mode="clip")
+        np.conjugate(prod, out=prod)
+        prod *= np.take(states, low ^ xmask, axis=0, out=partner, mode="clip")
+        table[ks] += 2 * (weights[:, low] @ prod).real
+    return table.T
+
+
+def _parameter_table(bindings, circuit: QuantumCircuit) -> np.ndarray:
+    """The ``(rows, num_parameters)`` values of a PUB in ``circuit.parameters`` order; without a
+    copy when the bindings are one array in that order already (the usual case)."""
+    names = tuple(p.name for p in circuit.parameters)
+    if len(bindings.data) == 1:
+        (keys, array), = bindings.data.items()
+        if tuple(getattr(k, "name", k) for k in keys) == names:
+            return np.asarray(array, dtype=float).reshape(-1, len(names))
+    return bindings.as_array(circuit.parameters).reshape(-1, len(names))
 
 
 class BatchedStatevectorEstimator(BaseEstimatorV2):
@@ -553,13 +614,15 @@ class BatchedStatevectorEstimator(BaseEstimatorV2):
         observables = pub.observables
         shape = np.broadcast_shapes(bindings.shape, observables.shape)
         if circuit.num_parameters:
-            values = bindings.as_array(circuit.parameters).reshape(-1, circuit.num_parameters)
+            values = _parameter_table(bindings, circuit)
         else:
             values = np.zeros((int(np.prod(bindings.shape, dtype=int)), 0))
-        states = _program(circuit).run(values)
         obs_list = observables.ravel().tolist()
-        table = _expectation_table(states, obs_list)
-        param_idx = np.broadcast_to(np.arange(states.shape[0]).reshape(bindings.shape), shape)
+        program = _program(circuit)
+        table = program.run(
+            values, lambda states: _expectation_table(states, obs_list, program._buffers)
+        )
+        param_idx = np.broadcast_to(np.arange(table.shape[0]).reshape(bindings.shape), shape)
         obs_idx = np.broadcast_to(np.arange(len(obs_list)).reshape(observables.shape), shape)
         evs = table[param_idx, obs_idx]
         precision = pub.precision
