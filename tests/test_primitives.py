@@ -152,6 +152,16 @@ def test_random_circuits_match_statevector_estimator(seed):
     _assert_same(_evs(BatchedStatevectorEstimator(), pubs), _evs(StatevectorEstimator(), pubs))
 
 
+def test_wide_circuit_without_fused_matrices_matches():
+    """Above 6 qubits static gates are applied one by one instead of as one fused matrix."""
+    rng = np.random.default_rng(13)
+    circuit = _random_circuit(13, num_qubits=7, depth=30)
+    observables = [_random_observable(rng, 7) for _ in range(3)]
+    values = rng.uniform(-np.pi, np.pi, (3, 1, circuit.num_parameters))
+    pubs = [(circuit, observables, values)]
+    _assert_same(_evs(BatchedStatevectorEstimator(), pubs), _evs(StatevectorEstimator(), pubs))
+
+
 def test_hqcnn_circuit_matches_statevector_estimator():
     circuit, _, _ = _hqcnn()
     values = np.random.default_rng(0).uniform(-np.pi, np.pi, (7, 1, circuit.num_parameters))

@@ -314,16 +314,34 @@ class _Program:
         self.steps.insert(pos, step)
 
     def _fuse(self):
-        n, fused = self.num_qubits, []
-        for step in self.steps:
-            if step.kind != "static":
-                fused.append(step)
-                continue
-            full = _embed(step.matrix, step.qubits, n)
-            if fused and fused[-1].kind == "static":
-                fused[-1].matrix = full @ fused[-1].matrix
+        """Multiply each run of consecutive static steps into one matrix: 2x2 if the run acts on
+        one qubit (applied as a cheap butterfly), else the full 2^n x 2^n matrix."""
+        n, fused, run = self.num_qubits, [], []
+
+        def flush():
+            if not run:
+                return
+            if len({q for step in run for q in step.qubits}) == 1 and all(
+                len(step.qubits) == 1 for step in run
+            ):
+                matrix = np.eye(2, dtype=complex)
+                for step in run:
+                    matrix = step.matrix @ matrix
+                fused.append(_Step("static", run[0].qubits, matrix))
             else:
-                fused.append(_Step("static", tuple(range(n)), full))
+                matrix = np.eye(2**n, dtype=complex)
+                for step in run:
+                    matrix = _embed(step.matrix, step.qubits, n) @ matrix
+                fused.append(_Step("static", tuple(range(n)), matrix))
+            run.clear()
+
+        for step in self.steps:
+            if step.kind == "static":
+                run.append(step)
+            else:
+                flush()
+                fused.append(step)
+        flush()
         self.steps = fused
 
     def run(self, values: np.ndarray, consume: Callable[[np.ndarray], Any] | None = None):
@@ -349,6 +367,10 @@ class _Program:
                 if step.matrix.shape[0] == dim:
                     out = buf(spare, (dim, rows))
                     np.matmul(step.matrix, state, out=out)
+                    state, spare = out, ("a" if spare == "b" else "b")
+                elif len(step.qubits) == 1:
+                    out = buf(spare, (dim, rows))
+                    _butterfly(state, step.matrix, step.qubits[0], n, out, buf)
                     state, spare = out, ("a" if spare == "b" else "b")
                 else:
                     state = _apply(state, step.matrix, step.qubits, n)
@@ -411,6 +433,24 @@ class _Program:
             np.multiply(state, v1, out=out[:, 1])
             state = out.reshape(-1, rows)
         return state
+
+
+def _butterfly(state, matrix, q: int, n: int, out, buf) -> None:
+    """``out`` = a constant 2x2 ``matrix`` on qubit ``q`` of amplitude-major states."""
+    rows = state.shape[-1]
+    psi = state.reshape(2 ** (n - q - 1), 2, 2**q, rows)
+    res = out.reshape(psi.shape)
+    zero, one = psi[:, 0], psi[:, 1]
+    scratch = buf("scratch", zero.shape)
+    for i in range(2):
+        a, b = matrix[i]
+        if b == 0:
+            np.multiply(zero, a, out=res[:, i])
+        elif a == 0:
+            np.multiply(one, b, out=res[:, i])
+        else:
+            np.multiply(zero, a, out=res[:, i])
+            res[:, i] += np.multiply(one, b, out=scratch)
 
 
 def _diagonal_tables(parts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
