@@ -29,7 +29,6 @@ import os
 import platform
 import time
 
-import numpy as np
 import torch
 from qiskit_machine_learning.connectors import TorchConnector
 

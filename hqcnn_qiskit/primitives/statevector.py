@@ -612,7 +612,9 @@ class BatchedStatevectorEstimator(BaseEstimatorV2):
         seed: Seed of that noise.
     """
 
-    def __init__(self, *, default_precision: float = 0.0, seed: int | np.random.Generator | None = None):
+    def __init__(
+        self, *, default_precision: float = 0.0, seed: int | np.random.Generator | None = None
+    ):
         if default_precision < 0:
             raise ValueError("default_precision must be non-negative")
         self._default_precision = default_precision
