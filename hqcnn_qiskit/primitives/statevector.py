@@ -9,6 +9,7 @@ circuit is compiled once into a list of gate steps, and every step is applied to
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -219,7 +220,7 @@ class _Buffers:
         self._arrays: dict[str, np.ndarray] = {}
 
     def __call__(self, name: str, shape: tuple[int, ...], dtype=complex) -> np.ndarray:
-        size = int(np.prod(shape))
+        size = math.prod(shape)
         array = self._arrays.get(name)
         if array is None or array.dtype != dtype or array.size < size:
             array = self._arrays[name] = np.empty(size, dtype=dtype)
