@@ -2,8 +2,8 @@
 
 ``StatevectorEstimator`` binds and simulates one circuit per parameter row. For a QNN the rows
 are the batch (times the parameter-shift offsets), so that loop dominates training time. Here a
-circuit is compiled once into a list of gate steps, and every step is applied to a
-``(rows, 2**n)`` array of statevectors at the same time.
+circuit is compiled once into a list of gate steps, and every step is applied to all the
+statevectors at the same time, stored amplitude-major as a ``(2**n, rows)`` array.
 """
 
 from __future__ import annotations
@@ -232,8 +232,10 @@ class _Program:
 
     Gates move left past gates on other qubits, so that parameterised single-qubit gates on one
     qubit merge into one 2x2 product per row and parameterised diagonal gates (RZ, P, CP, ...)
-    merge into one elementwise phase. Runs of gates without free parameters become one matrix
-    each (for small circuits). Other parameterised gates are batched matrix products.
+    merge into one elementwise phase. The leading single-qubit gates build a product state.
+    Runs of gates without free parameters become one matrix each (a 2x2 butterfly on one qubit,
+    else the full matrix, for small circuits). Other parameterised gates are batched matrix
+    products.
     """
 
     def __init__(self, circuit: QuantumCircuit):
