@@ -10,7 +10,11 @@ to the simulator in one call, and expectation values are estimated from the outc
 Why it is fast: an ISA circuit spans the whole device (127 qubits on Eagle), but it only acts on
 a handful of them. The circuit is compacted onto its active qubits and simulated with a noise
 model built from the calibration of exactly those qubits (the device target restricted and
-renumbered), as a density matrix (exact noisy probabilities, then shot sampling).
+renumbered), as a density matrix (exact noisy probabilities, then shot sampling). Two runners
+use that noise model: :class:`DensityRunner` (default, ``engine = "batched"``) evolves all
+parameter rows at once in the Pauli-transfer-matrix picture (:mod:`hqcnn_qiskit.density`);
+:class:`AerRunner` (``engine = "aer"``, the reference) runs one ``AerSimulator`` experiment per
+row. Sampling, bases, mitigation and ZNE sit above the runner, so they are the same on both.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import Target
 
 from .backends import QuantumBackend, register_kind
+from .density import NoiseTables, compile_density_program, sample_counts, single_threaded_blas
 from .errors import BackendError
 from .mitigation import ReadoutCalibration, extrapolate, fold_two_qubit_gates, twirl_masks
-from .profiles import BackendProfile, MitigationSettings
+from .profiles import ENGINES, BackendProfile, MitigationSettings
 from .transpile import (
     IGNORED_OPS,
     TranspiledCircuit,
@@ -48,6 +53,7 @@ __all__ = [
     "restrict_target",
     "noise_model_for",
     "AerRunner",
+    "DensityRunner",
     "SamplerRunner",
     "SamplingEstimator",
     "DeviceBackend",
@@ -173,6 +179,78 @@ class AerRunner:
                 out[i] = np.broadcast_to(probs, (jobs[i].rows.shape[0], 2**k)).copy()
                 start += size
         return out  # type: ignore[return-value]
+
+
+class DensityRunner:
+    """Runs compacted circuits on the batched density-matrix engine (:mod:`hqcnn_qiskit.density`)
+    with the same Aer ``NoiseModel`` as :class:`AerRunner`: exact noisy outcome probabilities for
+    all parameter rows at once, then ``counts ~ Multinomial(shots, p)`` per row.
+
+    Jobs that share their parameter rows and everything up to the last parameterised gate (the
+    measurement bases and readout twirls of one PUB) share one simulation of that part.
+
+    Args:
+        target: The device target (its calibration is the noise); ``None`` for a noiseless run.
+        seed: Seed of the shot sampling.
+        precision: ``"single"`` (float32 state, as Aer runs for us) or ``"double"``.
+    """
+
+    compacts = True
+
+    def __init__(self, target: Target | None, *, seed: int | None = None,
+                 precision: str = "single"):
+        if precision not in ("single", "double"):
+            raise ValueError(f"precision must be 'single' or 'double', got {precision!r}")
+        self.target = target
+        self.rng = np.random.default_rng(seed)
+        self.dtype = np.float32 if precision == "single" else np.float64
+        self._noise: dict[tuple[int, ...], NoiseTables] = {}
+        self._heads: dict[tuple[int, ...], dict] = {}
+        self._programs: dict[int, tuple[weakref.ref, int, object]] = {}
+
+    def noise(self, qubits: tuple[int, ...]) -> NoiseTables:
+        """The noise of a compacted circuit on device ``qubits`` (cached)."""
+        tables = self._noise.get(qubits)
+        if tables is None:
+            model = noise_model_for(self.target, qubits) if self.target is not None else None
+            tables = self._noise[qubits] = NoiseTables(model)
+        return tables
+
+    def program(self, qubits: tuple[int, ...], circuit: QuantumCircuit):
+        """The compiled program of a measured circuit (cached while the circuit lives)."""
+        key = id(circuit)
+        hit = self._programs.get(key)
+        if hit is not None and hit[0]() is circuit and hit[1] == len(circuit.data):
+            return hit[2]
+        program = compile_density_program(circuit, self.noise(qubits),
+                                          self._heads.setdefault(qubits, {}))
+        self._programs[key] = (weakref.ref(circuit, lambda _, k=key: self._programs.pop(k, None)),
+                               len(circuit.data), program)
+        return program
+
+    def probabilities(self, qubits: tuple[int, ...], jobs: list[_Job], *,
+                      readout: bool = True) -> list[np.ndarray]:
+        """Exact outcome probabilities ``(M, 2^k)`` of every job (with readout error unless
+        ``readout=False``)."""
+        programs = [self.program(qubits, job.circuit) for job in jobs]
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (job, prog) in enumerate(zip(jobs, programs)):
+            groups.setdefault((id(prog.head), id(job.rows)), []).append(i)
+        out: list[np.ndarray | None] = [None] * len(jobs)
+        with single_threaded_blas():
+            for idx in groups.values():
+                job, head = jobs[idx[0]], programs[idx[0]].head
+                rows = job.rows.reshape(job.rows.shape[0], -1)
+                state = head.run(rows, self.dtype).astype(float, copy=False)
+                for i in idx:
+                    prog = programs[i]
+                    out[i] = ((prog.readout_map if readout else prog.ideal_map) @ state).T
+        return out  # type: ignore[return-value]
+
+    def run(self, qubits: tuple[int, ...], jobs: list[_Job]) -> list[np.ndarray]:
+        """Sampled outcome frequencies ``(M, 2^k)`` of every job."""
+        probs = self.probabilities(qubits, jobs)
+        return [sample_counts(p, job.shots, self.rng) / job.shots for p, job in zip(probs, jobs)]
 
 
 class SamplerRunner:
@@ -588,6 +666,8 @@ class DeviceBackend(QuantumBackend):
     def describe(self) -> dict:
         info = super().describe()
         info["shots"] = self.profile.shots
+        if self.profile.kind == "aer":
+            info["engine"] = self.profile.engine or ENGINES[0]
         info["mitigation"] = {
             "readout": self.profile.mitigation.readout, "zne": self.profile.mitigation.zne,
         }
@@ -597,12 +677,23 @@ class DeviceBackend(QuantumBackend):
 
 
 class AerNoisyBackend(DeviceBackend):
-    """Shot-based Aer simulation with the noise of a device snapshot (kind ``"aer"``)."""
+    """Shot-based simulation with the Aer noise model of a device snapshot (kind ``"aer"``), on
+    the batched density-matrix engine (``engine = "batched"``, default) or on ``AerSimulator``
+    (``engine = "aer"``)."""
+
+    @property
+    def engine(self) -> str:
+        """``"batched"`` or ``"aer"``."""
+        return self.profile.engine or ENGINES[0]
 
     def _make_estimator(self):
         p = self.profile
+        if self.engine == "aer":
+            runner = AerRunner(self.target, seed=p.seed)
+        else:
+            runner = DensityRunner(self.target, seed=p.seed)
         return SamplingEstimator(
-            AerRunner(self.target, seed=p.seed), shots=p.shots or 1024,
+            runner, shots=p.shots or 1024,
             mitigation=p.mitigation, target=self.target, seed=p.seed,
         )
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .errors import BackendError
 
-__all__ = ["BackendProfile", "MitigationSettings", "load_profile", "list_profiles", "KINDS"]
+__all__ = ["BackendProfile", "MitigationSettings", "load_profile", "list_profiles", "KINDS",
+           "ENGINES"]
 
 #: What each ``kind`` means; backends.py turns each into an object.
 KINDS = {
@@ -24,6 +25,10 @@ KINDS = {
     "runtime_local": "qiskit-ibm-runtime local testing mode on a fake device",
     "runtime": "IBM Quantum hardware through qiskit-ibm-runtime",
 }
+
+
+#: Simulators of kind ``"aer"`` (profile field ``engine``); the first is the default.
+ENGINES = ("batched", "aer")
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,10 @@ class BackendProfile:
         physical_qubits: The device qubits to use, or empty for a calibration-based choice.
         seed: Seed of shot sampling and twirling.
         execution_mode: ``"job"``, ``"batch"`` or ``"session"`` (runtime kinds).
+        engine: Simulator of kind ``"aer"``: ``"batched"`` (the vectorised density-matrix
+            engine of :mod:`hqcnn_qiskit.density`, the default) or ``"aer"`` (one
+            ``AerSimulator`` experiment per parameter row, the reference). Both use the same
+            Aer noise model.
         mitigation: Error mitigation settings.
         source: The file the profile came from.
     """
@@ -88,6 +97,7 @@ class BackendProfile:
     physical_qubits: tuple[int, ...] = ()
     seed: int | None = None
     execution_mode: str = "job"
+    engine: str | None = None
     mitigation: MitigationSettings = field(default_factory=MitigationSettings)
     source: str = ""
 
@@ -95,6 +105,7 @@ class BackendProfile:
 _CHOICES = {
     ("kind",): tuple(KINDS),
     ("execution_mode",): ("job", "batch", "session"),
+    ("engine",): ENGINES,
     ("mitigation", "readout"): ("none", "twirl", "matrix"),
     ("mitigation", "zne_extrapolator"): ("linear", "exponential"),
 }
@@ -160,6 +171,8 @@ def _validate(profile: BackendProfile) -> BackendProfile:
         raise BackendError(
             f"{where}: field 'mitigation.zne_factors' needs two or more distinct odd integers"
         )
+    if profile.engine is not None and profile.kind != "aer":
+        raise BackendError(f"{where}: field 'engine' applies to kind 'aer' only")
     if profile.kind in ("aer", "runtime_local", "runtime") and not profile.device:
         raise BackendError(f"{where}: field 'device' is required for kind '{profile.kind}'")
     if profile.kind in ("aer", "runtime_local"):  # a device snapshot: must exist
