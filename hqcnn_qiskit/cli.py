@@ -77,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--layers", type=_positive_int, default=1, help="U3 + CNOT-ring repetitions")
     p.add_argument("--no-attention", action="store_true", help="drop the attention block")
-    p.add_argument("--angle-scale", type=_positive_float, default=math.pi,
-                   help="s in theta = s*tanh(h) (default pi)")
+    p.add_argument("--angle-scale", type=_positive_float, default=math.pi / 2,
+                   help="s in theta = s*tanh(BN(h)) (default pi/2)")
+    p.add_argument("--no-angle-norm", action="store_true",
+                   help="the paper's literal angle map s*tanh(h), without the BatchNorm")
     p.add_argument("--limit-train", type=_positive_int, metavar="N",
                    help="train on a fixed subset of N images")
     p.add_argument("--limit-eval", type=_positive_int, metavar="N",
@@ -143,6 +145,7 @@ def _train(args) -> int:
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         limit_train=args.limit_train, limit_eval=args.limit_eval, layers=args.layers,
         attention=not args.no_attention, angle_scale=args.angle_scale,
+        angle_norm=not args.no_angle_norm,
     )
     metrics = train(config, args.out, data_root=args.data_root, resume=args.resume,
                     verify=not args.no_verify, progress=not args.no_progress)

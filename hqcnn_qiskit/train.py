@@ -30,8 +30,8 @@ from .model import HQCNN, ModelConfig, count_parameters
 __all__ = ["TrainConfig", "train"]
 
 # Fields that define what is trained; a resume must agree on all of them.
-_IDENTITY = ("dataset", "model", "layers", "attention", "angle_scale", "backend", "seed",
-             "batch_size", "lr", "weight_decay", "limit_train", "limit_eval")
+_IDENTITY = ("dataset", "model", "layers", "attention", "angle_scale", "angle_norm", "backend",
+             "seed", "batch_size", "lr", "weight_decay", "limit_train", "limit_eval")
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,8 @@ class TrainConfig:
         limit_eval: Validate and test on fixed subsets of this many images.
         layers: U3 + CNOT-ring repetitions.
         attention: Whether the circuit has the attention block.
-        angle_scale: ``s`` in ``θ = s·tanh(h)``.
+        angle_scale: ``s`` in ``θ = s·tanh(BN(h))``.
+        angle_norm: The BatchNorm in the angle map (``False``: the paper's literal map).
     """
 
     dataset: DatasetSpec = field(default_factory=lambda: DatasetSpec("breastmnist"))
@@ -66,7 +67,8 @@ class TrainConfig:
     limit_eval: int | None = None
     layers: int = 1
     attention: bool = True
-    angle_scale: float = math.pi
+    angle_scale: float = math.pi / 2
+    angle_norm: bool = True
 
     def __post_init__(self):
         for name in ("epochs", "batch_size"):
@@ -81,6 +83,7 @@ class TrainConfig:
             model=self.model, in_channels=self.dataset.channels,
             num_outputs=self.dataset.num_outputs, image_size=self.dataset.size,
             angle_scale=self.angle_scale, layers=self.layers, attention=self.attention,
+            angle_norm=self.angle_norm,
         )
 
     def to_dict(self) -> dict:
