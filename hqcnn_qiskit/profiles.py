@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 
 from .errors import BackendError
@@ -183,15 +182,20 @@ def _validate(profile: BackendProfile) -> BackendProfile:
 
 
 def profile_dir() -> Path:
-    """The folder of the shipped profiles (installed with the package)."""
-    try:
-        folder = resources.files("hqcnn_qiskit.backend_profiles")
-        path = Path(str(folder))
-        if path.is_dir() and any(path.glob("*.toml")):
-            return path
-    except ModuleNotFoundError:
-        pass
-    return Path(__file__).resolve().parent.parent / "backends"  # a source checkout
+    """The folder of the shipped profiles.
+
+    An installed package has them in ``hqcnn_qiskit/backend_profiles`` (setup.cfg maps the
+    top-level ``backends/`` folder there); a source checkout or editable install reads
+    ``backends/`` itself.
+    """
+    here = Path(__file__).resolve().parent
+    installed = here / "backend_profiles"
+    if installed.is_dir():
+        return installed
+    source = here.parent / "backends"
+    if source.is_dir():
+        return source
+    raise BackendError(f"no backend profiles found (looked in {installed} and {source})")
 
 
 def load_profile(name_or_path: str | Path) -> BackendProfile:

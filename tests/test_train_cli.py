@@ -157,3 +157,14 @@ def test_help_on_every_command():
         result = subprocess.run([sys.executable, "-m", "hqcnn_qiskit.cli", *command, "--help"],
                                 capture_output=True, text=True, timeout=120)
         assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_installed_package_ships_every_profile():
+    from conftest import REPO
+
+    result = run_cli("backends", "--json")
+    assert result.returncode == 0, result.stderr
+    names = {p["name"] for p in json.loads(result.stdout)}
+    assert names == {p.stem for p in (REPO / "backends").glob("*.toml")}
+    assert {"aer_ideal", "aer_noisy", "aer_noisy_mitigated", "fake_brisbane", "ibm_brisbane",
+            "ibm_least_busy"} <= names
