@@ -121,10 +121,10 @@ def _batch_postfix(model: HQCNN, loss: float) -> dict:
     postfix = {"loss": f"{loss:.4f}"}
     stats = getattr(model.quantum.backend, "last_batch_stats", None) if model.is_quantum else None
     if stats:
-        if stats.get("shots"):
-            postfix["shots"] = stats["shots"]
+        if stats.get("shots") and stats.get("circuits"):
+            postfix["shots"] = f"{stats['shots'] // stats['circuits']}x{stats['circuits']}"
         if stats.get("seconds") is not None:
-            postfix["q_s"] = f"{stats['seconds']:.2f}"
+            postfix["quantum_s"] = f"{stats['seconds']:.2f}"
     return postfix
 
 
@@ -186,6 +186,12 @@ def train(
         f"{counts['classical']} classical parameters; backend {backend_info.get('name')}; "
         f"train/val/test {len(train_set)}/{len(val_set)}/{len(test_set)}"
     )
+    if "qubits" in backend_info:
+        log(
+            f"circuit on {backend_info.get('device')}: physical qubits {backend_info['qubits']}, "
+            f"depth {backend_info.get('depth')}, two-qubit gates "
+            f"{backend_info.get('two_qubit_gates')}"
+        )
     save_qpy = getattr(model.quantum.backend, "save_qpy", None) if model.is_quantum else None
     if save_qpy is not None:
         save_qpy(out / "circuit.qpy")
