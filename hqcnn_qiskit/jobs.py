@@ -45,6 +45,7 @@ __all__ = [
     "hqcnn_home",
     "estimate_usage",
     "prepare_inference",
+    "describe_plan",
     "submit_inference",
     "infer",
     "fetch_job",
