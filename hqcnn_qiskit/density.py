@@ -29,7 +29,6 @@ Outcome probabilities are exact; :func:`sample_counts` draws shots from them lik
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -421,11 +420,3 @@ def sample_counts(probs: np.ndarray, shots: int, rng: np.random.Generator) -> np
     p /= p.sum(axis=1, keepdims=True)
     return rng.multinomial(shots, p)
 
-
-def single_threaded_blas():
-    """A context that keeps BLAS on one thread (or a no-op without threadpoolctl)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")

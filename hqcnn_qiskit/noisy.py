@@ -35,9 +35,10 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import Target
 
 from .backends import QuantumBackend, register_kind
-from .density import NoiseTables, compile_density_program, sample_counts, single_threaded_blas
+from .density import NoiseTables, compile_density_program, sample_counts
 from .errors import BackendError
 from .mitigation import ReadoutCalibration, extrapolate, fold_two_qubit_gates, twirl_masks
+from .primitives.statevector import single_threaded_blas
 from .profiles import ENGINES, BackendProfile, MitigationSettings
 from .transpile import (
     IGNORED_OPS,

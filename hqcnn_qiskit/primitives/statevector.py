@@ -26,7 +26,12 @@ from qiskit.quantum_info import Operator, Pauli
 
 from .expressions import compile_expressions
 
-__all__ = ["BatchedStatevectorEstimator", "UnsupportedGateError", "simulate_statevectors"]
+__all__ = [
+    "BatchedStatevectorEstimator",
+    "UnsupportedGateError",
+    "simulate_statevectors",
+    "single_threaded_blas",
+]
 
 _SKIP = {"barrier", "delay", "id"}
 
@@ -43,7 +48,7 @@ def _trig(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _BLAS = None
 
 
-def _single_threaded_blas():
+def single_threaded_blas():
     """A context that keeps BLAS on one thread: the matrices here are small, and a BLAS thread
     pool competing with torch's (or another process) for the cores is slower by a wide margin."""
     global _BLAS
@@ -530,7 +535,7 @@ def simulate_statevectors(circuit: QuantumCircuit, values: np.ndarray) -> np.nda
         A complex array ``(rows, 2**num_qubits)`` in Qiskit's little-endian order.
     """
     values = np.asarray(values, dtype=float).reshape(-1, circuit.num_parameters)
-    with _single_threaded_blas():
+    with single_threaded_blas():
         return _program(circuit).run(values, lambda states: np.ascontiguousarray(states.T))
 
 
@@ -649,7 +654,7 @@ class BatchedStatevectorEstimator(BaseEstimatorV2):
 
     def _run(self, pubs: list[EstimatorPub]) -> PrimitiveResult[PubResult]:
         rng = np.random.default_rng(self._seed)
-        with _single_threaded_blas():
+        with single_threaded_blas():
             results = [self._run_pub(pub, rng) for pub in pubs]
         return PrimitiveResult(results, metadata={"version": 2})
 
