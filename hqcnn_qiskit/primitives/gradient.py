@@ -9,6 +9,8 @@ broadcast against it, so a batch costs one estimator ``run`` with one PUB per ci
 
 from __future__ import annotations
 
+import math
+import sys
 from collections.abc import Sequence
 from copy import copy
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from qiskit.circuit import Parameter, ParameterExpression, QuantumCircuit
 from qiskit.primitives import BaseEstimatorV2
+from qiskit.primitives.containers.observables_array import ObservablesArray
 from qiskit.providers import Options
 from qiskit.quantum_info.operators.base_operator import BaseOperator
 from qiskit.transpiler.passes import TranslateParameterizedGates
@@ -23,6 +26,7 @@ from qiskit_machine_learning.algorithm_job import AlgorithmJob
 from qiskit_machine_learning.gradients import BaseEstimatorGradient, EstimatorGradientResult
 
 from .expressions import compile_expressions
+from .statevector import submit_inline
 
 __all__ = ["BatchedParamShiftEstimatorGradient"]
 
@@ -64,15 +68,33 @@ def _unique_parameters(circuit: QuantumCircuit):
     return out, parameter_map, angle_of
 
 
+_IDENTITY_PATTERNS: dict[bytes, tuple[np.ndarray, np.ndarray]] = {}
+
+
 def _by_identity(objects: Sequence) -> tuple[list, np.ndarray]:
     """The distinct objects of a sequence (by identity, in first-seen order) and the index of
-    each item among them, without a Python loop over the items."""
+    each item among them, without a Python loop over the items.
+
+    The answer depends only on the pattern of ids, so it is memoised by that pattern: a QNN
+    passes the same circuit / parameter / observable sequences every batch, and each is
+    analysed several times per gradient call.
+    """
     ids = np.fromiter(map(id, objects), dtype=np.uint64, count=len(objects))
-    _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
-    order = np.argsort(first, kind="stable")
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    return [objects[i] for i in first[order].tolist()], rank[inverse.ravel()]
+    key = ids.tobytes()
+    hit = _IDENTITY_PATTERNS.get(key)
+    if hit is None:
+        _, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+        order = np.argsort(first, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        hit = (first[order], rank[inverse.ravel()])
+        hit[0].flags.writeable = hit[1].flags.writeable = False  # shared between callers
+        if len(objects) <= 1 << 16:  # bounded: at most 32 patterns of 64k items
+            if len(_IDENTITY_PATTERNS) >= 32:
+                _IDENTITY_PATTERNS.clear()
+            _IDENTITY_PATTERNS[key] = hit
+    first, index = hit
+    return [objects[i] for i in first.tolist()], index
 
 
 _HASH = np.random.default_rng(12345).normal(size=4096)
@@ -127,6 +149,10 @@ class BatchedParamShiftEstimatorGradient(BaseEstimatorGradient):
     ):
         super().__init__(estimator, options=options, pass_manager=pass_manager)
         self._plans: dict[tuple, _Plan] = {}
+        # distinct observables of a PUB -> (those operators, their ObservablesArray)
+        self._observable_arrays: dict[tuple, tuple[list, ObservablesArray]] = {}
+        self._spare_shifts: list[np.ndarray] = []  # see _shift_buffer
+        self._lent_shifts: list[np.ndarray] = []
         self._keepalive: dict[int, QuantumCircuit] = {}
 
     def run(
@@ -159,7 +185,7 @@ class BatchedParamShiftEstimatorGradient(BaseEstimatorGradient):
         job = AlgorithmJob(
             self._run, circuits, observables, parameter_values, parameters, **opts.__dict__
         )
-        job.submit()
+        submit_inline(job)  # no worker thread: see submit_inline
         return job
 
     # The stock validation walks every (sample, observable) pair; pairs sharing the same
@@ -173,11 +199,17 @@ class BatchedParamShiftEstimatorGradient(BaseEstimatorGradient):
         if not len(circuits):
             return
         columns = [_by_identity(seq)[1] for seq in (circuits, parameters, observables)]
-        if isinstance(parameter_values, np.ndarray) and parameter_values.ndim == 2:
-            lengths = np.full(len(circuits), parameter_values.shape[1])
-        else:
+        if not (isinstance(parameter_values, np.ndarray) and parameter_values.ndim == 2):
             lengths = np.fromiter(map(len, parameter_values), dtype=np.int64)
-        _, first = np.unique(np.column_stack(columns + [lengths]), axis=0, return_index=True)
+            columns.append(np.unique(lengths, return_inverse=True)[1].ravel())
+        sizes = [int(c.max()) + 1 for c in columns]
+        if math.prod(sizes) < 2**62:  # one integer per distinct combination: a 1-D unique
+            key = np.zeros(len(circuits), dtype=np.int64)
+            for column, size in zip(columns, sizes):
+                key = key * size + column
+            _, first = np.unique(key, return_index=True)
+        else:
+            _, first = np.unique(np.column_stack(columns), axis=0, return_index=True)
         for i in first.tolist():
             super()._validate_arguments(
                 [circuits[i]], [observables[i]], [parameter_values[i]], [parameters[i]]
@@ -223,6 +255,48 @@ class BatchedParamShiftEstimatorGradient(BaseEstimatorGradient):
         self._keepalive[id(circuit)] = circuit  # ids stay valid while plans are cached
         return plan
 
+    def _shift_buffer(self, shape: tuple[int, ...]) -> np.ndarray:
+        """An uninitialised float array for the shifted parameter values of one PUB.
+
+        Fresh megabyte arrays cost a page fault per 4 KiB on first write (half a millisecond
+        at batch 128); arrays that no one references any more after a run are reused instead.
+        """
+        size = math.prod(shape)
+        try:
+            buffer = self._spare_shifts.pop()
+        except IndexError:
+            buffer = None
+        if buffer is None or buffer.size < size:
+            buffer = np.empty(size)
+        self._lent_shifts.append(buffer)
+        return buffer[:size].reshape(shape)
+
+    def _release_shift_buffers(self) -> None:
+        """Keep the buffers of this run that nothing references any more (the PUBs and any
+        views of them are gone: only the list and ``getrefcount``'s argument hold them)."""
+        lent, self._lent_shifts = self._lent_shifts, []
+        while lent:
+            buffer = lent.pop()
+            if sys.getrefcount(buffer) == 2 and len(self._spare_shifts) < 4:
+                self._spare_shifts.append(buffer)
+
+    def _observables_array(self, plan: _Plan, observables: list) -> ObservablesArray:
+        """``observables`` (laid out for the plan's circuit) as an ``ObservablesArray``, the same
+        object while the same operator objects come back (each batch of a QNN): coercion is
+        skipped and the estimator can reuse what it derived from the array."""
+        key = (id(plan), *map(id, observables))
+        hit = self._observable_arrays.get(key)
+        if hit is not None and all(a is b for a, b in zip(hit[0], observables)):
+            return hit[1]
+        laid_out = observables
+        if plan.layout is not None:
+            laid_out = [op.apply_layout(plan.layout) for op in observables]
+        array = ObservablesArray(laid_out)
+        if len(self._observable_arrays) > 64:  # bounded: callers with fresh operators each time
+            self._observable_arrays.clear()
+        self._observable_arrays[key] = (list(observables), array)  # keeps the ids valid
+        return array
+
     def _run(
         self,
         circuits: Sequence[QuantumCircuit],
@@ -261,12 +335,11 @@ class BatchedParamShiftEstimatorGradient(BaseEstimatorGradient):
             )
             obs_of = obs_of.ravel()
             distinct_obs = [observables[i] for i in members[obs_first].tolist()]
-            if plan.layout is not None:
-                distinct_obs = [op.apply_layout(plan.layout) for op in distinct_obs]
+            distinct_obs = self._observables_array(plan, distinct_obs)
             g_rows = plan.g_values(rows)  # (R, G)
             offsets = np.zeros((len(plan.shifted), g_rows.shape[1]))
             offsets[np.arange(len(plan.shifted)), plan.shifted] = np.pi / 2
-            shifted = np.empty((len(g_rows), 2) + offsets.shape)  # (R, 2, S, G)
+            shifted = self._shift_buffer((len(g_rows), 2) + offsets.shape)  # (R, 2, S, G)
             np.add(g_rows[:, None, :], offsets, out=shifted[:, 0])
             np.subtract(g_rows[:, None, :], offsets, out=shifted[:, 1])
             pubs.append((plan.circuit, distinct_obs, shifted[:, :, :, None, :]))
@@ -288,6 +361,8 @@ class BatchedParamShiftEstimatorGradient(BaseEstimatorGradient):
             else:
                 for i, row in zip(members.tolist(), picked):
                     gradients[i] = row
+        pubs = results = shifted = None  # drop the references to the shift buffers
+        self._release_shift_buffers()
         # one metadata dict per distinct parameter list (thousands of rows share a few)
         shared = [{"parameters": p} for p in param_lists]
         metadata = [shared[k] for k in param_index.tolist()]

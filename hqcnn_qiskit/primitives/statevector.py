@@ -13,6 +13,7 @@ import math
 import threading
 import weakref
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,7 @@ from qiskit.primitives import BaseEstimatorV2
 from qiskit.primitives.containers import DataBin, EstimatorPubLike, PrimitiveResult, PubResult
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit.primitives.primitive_job import PrimitiveJob
+from qiskit.providers import JobError
 from qiskit.quantum_info import Operator, Pauli
 
 from .expressions import compile_expressions
@@ -40,9 +42,68 @@ class UnsupportedGateError(ValueError):
     """A circuit holds an operation the batched simulator cannot apply."""
 
 
+_RUNS_MIN_SIZE = 512  # below this, deduplicating costs more than it saves
+
+
+def _runs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Start and length of each run of equal consecutive columns of a ``(k, rows)`` array, or
+    ``None`` when there are too few repeats for run-wise evaluation to pay."""
+    rows = x.shape[-1]
+    if x.size < _RUNS_MIN_SIZE:
+        return None
+    new = np.empty(rows, dtype=bool)
+    new[0] = True
+    if x.ndim == 1:
+        np.not_equal(x[1:], x[:-1], out=new[1:])
+    else:
+        np.any(x[:, 1:] != x[:, :-1], axis=0, out=new[1:])
+    starts = np.flatnonzero(new)
+    if 3 * len(starts) > rows:
+        return None
+    return starts, np.diff(starts, append=rows)
+
+
+def _expand(value, lengths: np.ndarray):
+    """Undo run compression: repeat each entry ``lengths`` times (numbers stay numbers)."""
+    return np.repeat(value, lengths, axis=-1) if np.ndim(value) else value
+
+
 def _trig(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``cos(x), sin(x)`` of a float array."""
-    return np.cos(x), np.sin(x)
+    """``cos(x), sin(x)`` of a float array, evaluated once per run of equal consecutive values.
+
+    An angle column of a parameter-shift PUB is mostly runs of one value (its shifted rows
+    differ from their neighbours in one other column), so computing cos/sin per run and
+    repeating the results is exact and several times cheaper than one per element.
+    """
+    x = np.asarray(x, dtype=float)
+    flat = x.ravel()
+    runs = _runs(flat)
+    if runs is None:
+        return np.cos(x), np.sin(x)
+    starts, lengths = runs
+    firsts = flat[starts]
+    return (
+        _expand(np.cos(firsts), lengths).reshape(x.shape),
+        _expand(np.sin(firsts), lengths).reshape(x.shape),
+    )
+
+
+def submit_inline(job: PrimitiveJob) -> None:
+    """Submit a ``PrimitiveJob`` (or ``AlgorithmJob``) by running its function now, in the
+    calling thread, instead of on a fresh one-off worker thread.
+
+    The stock ``_submit`` starts a new thread per job (about 0.1 ms, on every forward and twice
+    per backward); the work here is CPU-bound numpy, so the thread buys nothing. The job keeps
+    its interface: ``result()`` returns the value or raises the error, ``status()`` is final.
+    """
+    if job._future is not None:  # pylint: disable=protected-access
+        raise JobError("Primitive job has been submitted already.")
+    future: Future = Future()
+    try:
+        future.set_result(job._function(*job._args, **job._kwargs))  # pylint: disable=protected-access
+    except Exception as exc:  # noqa: BLE001 - delivered by job.result(), as with a thread
+        future.set_exception(exc)
+    job._future = future  # pylint: disable=protected-access
 
 
 _BLAS = None
@@ -390,8 +451,7 @@ class _Program:
                 phase *= factors[:, None]
                 table = buf("table", (1 + 2 * num, rows))
                 table[0] = 1.0
-                np.cos(phase, out=table[1 : 1 + num].real)
-                np.sin(phase, out=table[1 : 1 + num].imag)
+                table[1 : 1 + num].real, table[1 : 1 + num].imag = _trig(phase)
                 np.conjugate(table[1 : 1 + num], out=table[1 + num :])
                 factor = buf("factor", (dim, rows))
                 for idx in index:
@@ -539,11 +599,9 @@ def simulate_statevectors(circuit: QuantumCircuit, values: np.ndarray) -> np.nda
         return _program(circuit).run(values, lambda states: np.ascontiguousarray(states.T))
 
 
-def _expectation_table(
-    states: np.ndarray, observables: list, buffers: _Buffers | None = None
-) -> np.ndarray:
-    """``<psi_r|O_k|psi_r>`` for amplitude-major ``(2^n, rows)`` states and observables given as
-    dicts of Pauli label -> coefficient (little-endian labels), as a real ``(rows, K)`` table.
+def _expectation_plan(observables: list, num_qubits: int) -> list:
+    """The observables (dicts of Pauli label -> coefficient, little-endian labels) compiled for
+    :func:`_expectation_table`: per X mask, the observables using it and their weights.
 
     A Pauli string is ``P = (-i)^{#Y} Z^z X^x`` with ``<psi|P|psi> = sum_c conj(psi_c) P[c, c^x]
     psi_{c^x}``. Terms are grouped by X mask. For ``x != 0`` the amplitudes pair up (``c`` and
@@ -553,8 +611,7 @@ def _expectation_table(
     Raises:
         ValueError: A label is not a Pauli string, or an observable is not Hermitian.
     """
-    buffers = buffers or _Buffers()
-    dim, rows = states.shape
+    dim = 2**num_qubits
     index = np.arange(dim)
     groups: dict[int, dict[int, np.ndarray]] = {}  # xmask -> observable -> weights over c
     for k, obs in enumerate(observables):
@@ -575,25 +632,65 @@ def _expectation_table(
             weights = coeff.real * (-1j) ** label.count("Y") * (1.0 - 2.0 * parity)
             by_obs = groups.setdefault(xmask, {})
             by_obs[k] = by_obs.get(k, 0) + weights
-    table = np.zeros((len(observables), rows))
+    plan = []
     for xmask, by_obs in groups.items():
         ks = list(by_obs)
         weights = np.array([by_obs[k] for k in ks])  # (K_group, dim)
         if xmask == 0:  # diagonal terms: probabilities times real weights
+            plan.append((xmask, ks, np.ascontiguousarray(weights.real), None))
+        else:
+            low = index[(index & (xmask & -xmask)) == 0]  # one amplitude of every pair
+            plan.append((xmask, ks, np.ascontiguousarray(weights[:, low]), low))
+    return plan
+
+
+def _expectation_table(
+    states: np.ndarray, observables: list, buffers: _Buffers | None = None, plan=None
+) -> np.ndarray:
+    """``<psi_r|O_k|psi_r>`` for amplitude-major ``(2^n, rows)`` states and observables given as
+    dicts of Pauli label -> coefficient (see :func:`_expectation_plan`, or pass its ``plan``),
+    as a real ``(rows, K)`` table."""
+    buffers = buffers or _Buffers()
+    dim, rows = states.shape
+    if plan is None:
+        plan = _expectation_plan(observables, dim.bit_length() - 1)
+    table = np.zeros((len(observables), rows))
+    for xmask, ks, weights, low in plan:
+        if low is None:
             probs = buffers("probs", (dim, rows), float)
             square = buffers("square", (dim, rows), float)
             np.square(states.real, out=probs)
             probs += np.square(states.imag, out=square)
-            table[ks] += weights.real @ probs
+            table[ks] += weights @ probs
             continue
-        low = index[(index & (xmask & -xmask)) == 0]  # one amplitude of every pair
         prod = buffers("prod", (len(low), rows))
         partner = buffers("partner", (len(low), rows))
         np.take(states, low, axis=0, out=prod, mode="clip")
         np.conjugate(prod, out=prod)
         prod *= np.take(states, low ^ xmask, axis=0, out=partner, mode="clip")
-        table[ks] += 2 * (weights[:, low] @ prod).real
+        table[ks] += 2 * (weights @ prod).real
     return table.T
+
+
+_OBSERVABLE_PLANS: dict[int, tuple[weakref.ref, int, list, list]] = {}
+
+
+def _observable_plan(observables, num_qubits: int) -> tuple[list, list]:
+    """The flat observable dicts of an ``ObservablesArray`` and their :func:`_expectation_plan`,
+    cached while the array lives (callers that pass the same array every batch, as the QNN and
+    the gradient do, skip converting and compiling the observables)."""
+    key = id(observables)
+    hit = _OBSERVABLE_PLANS.get(key)
+    if hit is not None and hit[0]() is observables and hit[1] == num_qubits:
+        return hit[2], hit[3]
+    obs_list = observables.ravel().tolist()
+    plan = _expectation_plan(obs_list, num_qubits)
+    try:
+        ref = weakref.ref(observables, lambda _, k=key: _OBSERVABLE_PLANS.pop(k, None))
+    except TypeError:  # not weak-referenceable: no caching
+        return obs_list, plan
+    _OBSERVABLE_PLANS[key] = (ref, num_qubits, obs_list, plan)
+    return obs_list, plan
 
 
 def _parameter_table(bindings, circuit: QuantumCircuit) -> np.ndarray:
@@ -649,7 +746,7 @@ class BatchedStatevectorEstimator(BaseEstimatorV2):
             if pub.precision < 0:
                 raise ValueError(f"precision must be non-negative, got {pub.precision}")
         job = PrimitiveJob(self._run, coerced)
-        job._submit()  # pylint: disable=protected-access
+        submit_inline(job)
         return job
 
     def _run(self, pubs: list[EstimatorPub]) -> PrimitiveResult[PubResult]:
@@ -667,10 +764,11 @@ class BatchedStatevectorEstimator(BaseEstimatorV2):
             values = _parameter_table(bindings, circuit)
         else:
             values = np.zeros((int(np.prod(bindings.shape, dtype=int)), 0))
-        obs_list = observables.ravel().tolist()
+        obs_list, obs_plan = _observable_plan(observables, circuit.num_qubits)
         program = _program(circuit)
         table = program.run(
-            values, lambda states: _expectation_table(states, obs_list, program._buffers)
+            values,
+            lambda states: _expectation_table(states, obs_list, program._buffers, obs_plan),
         )
         param_idx = np.broadcast_to(np.arange(table.shape[0]).reshape(bindings.shape), shape)
         obs_idx = np.broadcast_to(np.arange(len(obs_list)).reshape(observables.shape), shape)
