@@ -7,7 +7,8 @@ Official splits, several seeds, model selection on validation AUC only (inside `
 mean ± std of test ACC/AUC. Every cell is a run folder under ``--out``; a finished cell
 (``metrics.json``) is never redone and an interrupted one resumes from its ``last.pt``, so the
 script can be stopped and restarted at any time. It writes ``docs/RESULTS.md`` and its PNG
-plots from the run folders; nothing in that file is typed by hand.
+plots from the run folders; nothing in that file is typed by hand. Asking for more epochs than a
+finished cell has continues that cell from its ``last.pt``.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def _train_cell(job: dict) -> str:
     from hqcnn_qiskit.train import TrainConfig, train
 
     folder = Path(job["folder"])
-    if (folder / "metrics.json").is_file():
+    if _finished(job):
         return str(folder)
     config = TrainConfig(dataset=DatasetSpec(job["dataset"]), seed=job["seed"], **job["config"])
     resume = (folder / "last.pt").is_file()
@@ -66,17 +67,29 @@ def _train_cell(job: dict) -> str:
     return str(folder)
 
 
+def _finished(job: dict) -> bool:
+    """A cell is done when its metrics exist for at least the requested epochs; a cell asked to
+    train longer resumes from its ``last.pt`` (exactly, as if it had never stopped)."""
+    metrics = _load(Path(job["folder"]))
+    return bool(metrics) and metrics["config"]["epochs"] >= job["config"]["epochs"]
+
+
 def _noise_eval(out: Path, dataset: str, backend: str, data_root, limit: int | None) -> dict:
-    """The exact-trained HQCNN (seed 0) evaluated on a noisy backend; cached as JSON."""
+    """The exact-trained HQCNN (seed 0) evaluated on another backend; cached as JSON until the
+    checkpoint changes."""
     from hqcnn_qiskit.evaluate import evaluate_checkpoint
 
     cache = out / dataset / f"noise_{backend}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
+    checkpoint = _cell(out, dataset, "hqcnn", 0) / "best.pt"
+    if cache.is_file() and cache.stat().st_mtime >= checkpoint.stat().st_mtime:
+        cached = json.loads(cache.read_text())
+        if cached.get("limit") == limit:
+            return cached
     started = time.perf_counter()
-    result = evaluate_checkpoint(_cell(out, dataset, "hqcnn", 0) / "best.pt", split="test",
-                                 backend=backend, data_root=data_root, limit=limit, progress=False)
+    result = evaluate_checkpoint(checkpoint, split="test", backend=backend, data_root=data_root,
+                                 limit=limit, progress=False)
     result["seconds"] = time.perf_counter() - started
+    result["limit"] = limit
     cache.write_text(json.dumps(result, indent=2))
     return result
 
@@ -271,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                 jobs.append({"dataset": dataset, "row": row, "seed": seed, "config": config,
                              "folder": str(_cell(out, dataset, row, seed)),
                              "data_root": args.data_root, "threads": threads})
-    todo = [j for j in jobs if not (Path(j["folder"]) / "metrics.json").is_file()]
+    todo = [j for j in jobs if not _finished(j)]
     print(f"{len(jobs)} cells, {len(jobs) - len(todo)} done, {len(todo)} to run", flush=True)
     with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
         for folder in pool.map(_train_cell, todo):
