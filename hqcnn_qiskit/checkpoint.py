@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 
 __all__ = ["seed_everything", "rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint"]
 
@@ -73,8 +73,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors alike
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint ({first[:200]})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({first_line(exc)[:200]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an hqcnn-qiskit checkpoint")
     return payload

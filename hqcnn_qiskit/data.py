@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from .errors import DataError
+from .errors import DataError, first_line
 
 __all__ = [
     "DatasetSpec",
@@ -117,7 +117,7 @@ class DatasetSpec:
         labels = self.info["label"]
         if self.positive:
             pos = " + ".join(labels[str(p)] for p in sorted(self.positive))
-            return [f"rest", pos]
+            return ["rest", pos]
         return [labels[str(i)] for i in range(len(labels))]
 
     def describe(self) -> str:
@@ -197,9 +197,8 @@ def _download(spec: DatasetSpec, root: Path) -> None:
         )
     except Exception as exc:  # noqa: BLE001 - network, torchvision and server errors alike
         path, md5 = dataset_file(spec, root)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
-            f"could not download {path.name} to {root} (expected md5 {md5}): {first}"
+            f"could not download {path.name} to {root} (expected md5 {md5}): {first_line(exc)}"
         ) from None
 
 
@@ -240,8 +239,7 @@ def load_split(
     try:
         images, labels = _read(spec.flag, spec.size, split, str(folder), path.stat().st_mtime)
     except Exception as exc:  # noqa: BLE001 - medmnist raises many kinds on bad files
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"{path} is not a readable MedMNIST file: {detail}") from None
+        raise DataError(f"{path} is not a readable MedMNIST file: {first_line(exc)}") from None
     expected = spec.info["n_samples"][split]
     if len(images) != expected or len(labels) != len(images):
         raise DataError(

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["HQCNNError", "DataError", "CheckpointError", "BackendError", "ConfigError"]
+__all__ = [
+    "HQCNNError",
+    "DataError",
+    "CheckpointError",
+    "BackendError",
+    "ConfigError",
+    "first_line",
+]
 
 
 class HQCNNError(Exception):
@@ -23,3 +30,10 @@ class BackendError(HQCNNError):
 
 class ConfigError(HQCNNError):
     """An option value is out of range or inconsistent with the others."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name if it has none), for one-line
+    errors built on top of a library's multi-line ones."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

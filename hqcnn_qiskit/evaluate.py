@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint
 from .data import DatasetSpec, load_split
-from .errors import CheckpointError
+from .errors import CheckpointError, first_line
 from .model import HQCNN, ModelConfig
 
 __all__ = ["predict", "compute_metrics", "evaluate_model", "load_checkpoint_model", "evaluate_checkpoint"]
@@ -73,12 +73,13 @@ def load_checkpoint_model(path: str | os.PathLike, *, backend=None) -> tuple[HQC
         backend = backend or payload["train_config"]["backend"]
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{path} has no usable model config ({exc})") from None
-    model = HQCNN(config=model_config, backend=backend if model_config.model == "hqcnn" else "aer_ideal")
+    model = HQCNN(config=model_config, backend=backend)  # the classical twin ignores it
     try:
         model.load_state_dict(payload["model"])
     except (RuntimeError, KeyError) as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise CheckpointError(f"{path}: weights do not fit a {model_config.model} model ({first})") from None
+        raise CheckpointError(
+            f"{path}: weights do not fit a {model_config.model} model ({first_line(exc)})"
+        ) from None
     model.eval()
     return model, payload
 

@@ -23,7 +23,6 @@ import json
 import uuid
 from dataclasses import dataclass, field
 
-import numpy as np
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
 from qiskit_ibm_runtime import IBMBackend
 from qiskit_ibm_runtime.accounts import AccountNotFoundError
