@@ -3,6 +3,7 @@ read with ``torch.load(weights_only=True)``."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import tempfile
@@ -13,7 +14,15 @@ import torch
 
 from .errors import CheckpointError, first_line
 
-__all__ = ["seed_everything", "rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint"]
+__all__ = [
+    "seed_everything",
+    "rng_state",
+    "set_rng_state",
+    "atomic_write",
+    "write_json",
+    "save_checkpoint",
+    "load_checkpoint",
+]
 
 FORMAT = "hqcnn-qiskit/1"
 
@@ -44,21 +53,33 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    """Write ``payload`` to ``path`` atomically: a crash leaves the old file or the new one,
-    never half of one."""
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """Create ``path`` through ``write(handle)`` on a binary temporary file in the same folder,
+    flushed to disk and renamed over ``path``: a crash leaves the old file or the new one, never
+    half of one, and no temporary file."""
     path = Path(path)
-    payload = {"format": FORMAT, **payload}
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: str | os.PathLike, data) -> None:
+    """``data`` as indented JSON, written with :func:`atomic_write`."""
+    text = json.dumps(data, indent=2) + "\n"
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    """Write ``payload`` to ``path`` atomically (see :func:`atomic_write`)."""
+    payload = {"format": FORMAT, **payload}
+    atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

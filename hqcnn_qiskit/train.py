@@ -8,7 +8,6 @@ uninterrupted run.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -21,7 +20,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, seed_everything, set_rng_state
+from .checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+    write_json,
+)
 from .data import DatasetSpec, load_split
 from .errors import CheckpointError, ConfigError
 from .evaluate import evaluate_model
@@ -105,12 +111,6 @@ def _check_writable(out: Path) -> None:
             pass
     except OSError as exc:
         raise ConfigError(f"cannot write to run folder {out}: {exc.strerror or exc}") from None
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _loss_fn(spec: DatasetSpec) -> nn.Module:
@@ -273,6 +273,6 @@ def train(
         "backend": backend_info,
         "config": config.to_dict(),
     }
-    _write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", metrics)
     log(f"best epoch {best['epoch']}: test acc {test['acc']:.4f} auc {test['auc']:.4f} -> {out}")
     return metrics
