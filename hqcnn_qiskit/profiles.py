@@ -214,7 +214,7 @@ def load_profile(name_or_path: str | Path) -> BackendProfile:
         name = text
         path = profile_dir() / f"{text}.toml"
         if not path.is_file():
-            known = ", ".join(p.name for p in list_profiles())
+            known = ", ".join(sorted(p.stem for p in profile_dir().glob("*.toml")))
             raise BackendError(f"unknown backend '{text}'; choose from: {known}")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

@@ -151,15 +151,6 @@ def _ry(a):
     return c, -s, s, c
 
 
-def _rz(a):
-    e = _cis(-0.5 * a[0])
-    return e, 0.0, 0.0, e.conj()
-
-
-def _phase(a):
-    return 1.0, 0.0, 0.0, _cis(a[0])
-
-
 def _u3(a):
     c, s = _cos_sin(a[0])
     e_phi, e_lam = _cis(a[1]), _cis(a[2])
@@ -188,19 +179,6 @@ def _as_matrices(entries: tuple, rows: int) -> np.ndarray:
     return out
 
 
-def _diag(*entries):
-    rows = entries[0].shape[0]
-    out = np.zeros((rows, len(entries), len(entries)), dtype=complex)
-    for i, e in enumerate(entries):
-        out[:, i, i] = e
-    return out
-
-
-def _cphase(a):
-    one = np.ones(a.shape[1])
-    return _diag(one, one, one, _cis(a[0]))
-
-
 def _controlled(single):
     def kernel(a):
         out = np.tile(np.eye(4, dtype=complex), (a.shape[1], 1, 1))
@@ -220,25 +198,18 @@ def _pauli_rotation(label):
     return kernel
 
 
-# Gates whose angles are vectorised directly; anything else parameterised is expanded
-# through its definition.
+# Gates whose angles are vectorised directly (with the diagonal ones in _PHASES below);
+# anything else parameterised is expanded through its definition.
 KERNELS = {
     "rx": _rx,
     "ry": _ry,
-    "rz": _rz,
-    "p": _phase,
-    "u1": _phase,
     "u": _u3,
     "u3": _u3,
     "u2": _u2,
-    "cp": _cphase,
-    "cu1": _cphase,
     "crx": _controlled(_rx),
     "cry": _controlled(_ry),
-    "crz": _controlled(_rz),
     "rxx": _pauli_rotation("XX"),
     "ryy": _pauli_rotation("YY"),
-    "rzz": _pauli_rotation("ZZ"),
     "rzx": _pauli_rotation("XZ"),
 }
 
@@ -349,7 +320,7 @@ class _Program:
                         f"cannot simulate operation '{op.name}': {exc}"
                     ) from exc
                 self._schedule(_Step("static", qubits, matrix))
-            elif op.name in KERNELS:
+            elif op.name in KERNELS or op.name in _PHASES:
                 start = len(self._angles)
                 self._angles.extend(params)
                 columns = slice(start, len(self._angles))
