@@ -77,6 +77,7 @@ def _finished(job: dict) -> bool:
 def _noise_eval(out: Path, dataset: str, backend: str, data_root, limit: int | None) -> dict:
     """The exact-trained HQCNN (seed 0) evaluated on another backend; cached as JSON until the
     checkpoint changes."""
+    from hqcnn_qiskit.checkpoint import write_json
     from hqcnn_qiskit.evaluate import evaluate_checkpoint
 
     cache = out / dataset / f"noise_{backend}.json"
@@ -90,7 +91,7 @@ def _noise_eval(out: Path, dataset: str, backend: str, data_root, limit: int | N
                                  limit=limit, progress=False)
     result["seconds"] = time.perf_counter() - started
     result["limit"] = limit
-    cache.write_text(json.dumps(result, indent=2))
+    write_json(cache, result)
     return result
 
 
