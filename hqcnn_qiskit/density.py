@@ -37,6 +37,7 @@ from qiskit.circuit import ParameterExpression, QuantumCircuit
 from qiskit.quantum_info import Operator, SuperOp
 
 from .primitives.expressions import compile_expressions
+from .transpile import IGNORED_OPS
 
 __all__ = [
     "UnsupportedOperationError",
@@ -45,9 +46,10 @@ __all__ = [
     "DensityProgram",
     "compile_density_program",
     "sample_counts",
+    "parity_signs",
 ]
 
-_SKIP = frozenset({"barrier", "delay"})  # no effect and no noise in Aer's device noise models
+# barriers and delays: no effect and no noise in Aer's device noise models
 _ROTATIONS = {"rz", "p", "u1"}  # diagonal one-qubit gates: PTM = rotation of (X, Y) by angle
 _CHUNK = 2048  # rows per pass: keeps a (4^n, chunk) state block in cache
 
@@ -183,6 +185,12 @@ class NoiseTables:
         return np.eye(2)
 
 
+def parity_signs(a, b) -> np.ndarray:
+    """``(-1)^{|a & b|}`` elementwise (broadcast): the Z-parity sign of outcome bits ``a`` on the
+    qubit subset ``b`` (both as bit masks)."""
+    return 1.0 - 2.0 * (np.bitwise_count(np.bitwise_and(a, b)) & 1)
+
+
 # Programs -------------------------------------------------------------------------------------
 @dataclass
 class _Step:
@@ -200,6 +208,18 @@ class _Head:
     initial: np.ndarray  # the state before the first rotation (4^n,)
     steps: list[_Step]
     angles: object  # compiled angle expressions: (rows, num_params) -> (rows, num_angles)
+    _cast: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def _cast_for(self, dtype) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        """The initial state and the static step matrices in ``dtype`` (cached per dtype)."""
+        key = np.dtype(dtype)
+        cached = self._cast.get(key)
+        if cached is None:
+            cached = (self.initial.astype(dtype),
+                      [s.matrix.astype(dtype) if s.kind == "static" else None
+                       for s in self.steps])
+            self._cast[key] = cached
+        return cached
 
     def run(self, values: np.ndarray, dtype=np.float64) -> np.ndarray:
         """The Pauli-major states ``(4^n, rows)`` for the rows of ``values``."""
@@ -209,11 +229,11 @@ class _Head:
             return np.broadcast_to(self.initial[:, None], (4**n, rows)).astype(dtype)
         angles = np.asarray(self.angles(values), dtype=float).T  # (num_angles, rows)
         cos, sin = np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
-        mats = [s.matrix.astype(dtype) if s.kind == "static" else None for s in self.steps]
+        initial, mats = self._cast_for(dtype)
         out = np.empty((4**n, rows), dtype=dtype)
         for lo in range(0, rows, _CHUNK):
             hi = min(rows, lo + _CHUNK)
-            state = np.repeat(self.initial.astype(dtype)[:, None], hi - lo, axis=1)
+            state = np.repeat(initial[:, None], hi - lo, axis=1)
             for step, mat in zip(self.steps, mats):
                 if step.kind == "static":
                     state = np.ascontiguousarray(_apply_local(state, mat, step.qubits, n))
@@ -236,14 +256,12 @@ class DensityProgram:
     Attributes:
         head: The compiled circuit up to its last parameterised gate (shared between circuits
             that only differ after it, e.g. measurement bases).
-        head_key: A structural key of the head (equal keys: equal heads).
         readout_map: ``(2^clbits, 4^n)``: pre-measurement Pauli vector -> outcome probabilities
             with readout error (tail gates, Z-basis probabilities, confusion, clbit mapping).
         ideal_map: The same without readout error.
     """
 
     head: _Head
-    head_key: tuple
     readout_map: np.ndarray
     ideal_map: np.ndarray
 
@@ -307,7 +325,7 @@ def _compile_head(circuit: QuantumCircuit, instructions, noise: NoiseTables) -> 
     exprs: list = []
     for inst in instructions:
         op = inst.operation
-        if op.name in _SKIP:
+        if op.name in IGNORED_OPS:
             continue
         qubits = tuple(circuit.find_bit(q).index for q in inst.qubits)
         if not _is_free(op):
@@ -348,7 +366,7 @@ def _measure_maps(circuit: QuantumCircuit, tail, noise: NoiseTables) -> tuple[np
     measured: dict[int, int] = {}  # clbit -> qubit
     for inst in tail:
         op = inst.operation
-        if op.name in _SKIP:
+        if op.name in IGNORED_OPS:
             continue
         qubits = tuple(circuit.find_bit(q).index for q in inst.qubits)
         if op.name == "measure":
@@ -368,7 +386,7 @@ def _measure_maps(circuit: QuantumCircuit, tail, noise: NoiseTables) -> tuple[np
     # Z-basis probabilities over all qubits from the Z-type Pauli components
     subsets = np.arange(2**n)
     z_index = sum(((subsets >> q) & 1) * 3 * 4**q for q in range(n))  # Z_S as a Pauli index
-    signs = 1.0 - 2.0 * (np.bitwise_count(subsets[:, None] & subsets[None, :]) & 1)
+    signs = parity_signs(subsets[:, None], subsets[None, :])
     probs = signs @ tail_ptm[z_index] / 2**n  # (2^n outcomes b, 4^n)
     maps = []
     for with_readout in (True, False):
@@ -411,7 +429,7 @@ def compile_density_program(circuit: QuantumCircuit, noise: NoiseTables,
         if heads is not None:
             heads[key] = head
     readout_map, ideal_map = _measure_maps(circuit, tail, noise)
-    return DensityProgram(head, key, readout_map, ideal_map)
+    return DensityProgram(head, readout_map, ideal_map)
 
 
 def sample_counts(probs: np.ndarray, shots: int, rng: np.random.Generator) -> np.ndarray:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from qiskit.circuit import QuantumCircuit
@@ -28,6 +29,7 @@ from qiskit.transpiler import Target
 
 from .errors import BackendError
 from .profiles import BackendProfile, MitigationSettings
+from .transpile import IGNORED_OPS
 
 __all__ = [
     "fold_two_qubit_gates",
@@ -62,7 +64,7 @@ def fold_two_qubit_gates(
     for inst in circuit.data:
         op = inst.operation
         out.append(op, inst.qubits, inst.clbits)
-        if op.num_qubits != 2 or op.name in ("barrier", "delay") or inst.clbits:
+        if op.num_qubits != 2 or op.name in IGNORED_OPS or inst.clbits:
             continue
         inverse = op.inverse()
         if target is not None:
@@ -148,7 +150,13 @@ class ReadoutCalibration:
 
     def apply(self, probs: np.ndarray) -> np.ndarray:
         """Mitigated quasi-probabilities for every row of ``probs`` ``(rows, 2^n)``."""
-        return probs @ self.inverse().T
+        return probs @ self._inverse_t
+
+    @cached_property
+    def _inverse_t(self) -> np.ndarray:
+        # built once per calibration (the dataclass is frozen, but not slotted: cached_property
+        # writes to the instance __dict__ directly)
+        return self.inverse().T
 
 
 def twirl_masks(num_qubits: int, samples: int, rng: np.random.Generator) -> np.ndarray:

@@ -35,10 +35,10 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler import Target
 
 from .backends import QuantumBackend, register_kind
-from .density import NoiseTables, compile_density_program, sample_counts
+from .density import NoiseTables, compile_density_program, parity_signs, sample_counts
 from .errors import BackendError
 from .mitigation import ReadoutCalibration, extrapolate, fold_two_qubit_gates, twirl_masks
-from .primitives.statevector import single_threaded_blas
+from .primitives.statevector import single_threaded_blas, submit_inline
 from .profiles import ENGINES, BackendProfile, MitigationSettings
 from .transpile import (
     IGNORED_OPS,
@@ -119,16 +119,13 @@ class AerRunner:
     Args:
         target: The device target (its calibration is the noise); ``None`` for a noiseless run.
         seed: Seed of the shot sampling.
-        max_parallel_experiments: Aer's experiment parallelism (1 leaves cores to others).
     """
 
     compacts = True
 
-    def __init__(self, target: Target | None, *, seed: int | None = None,
-                 max_parallel_experiments: int = 1):
+    def __init__(self, target: Target | None, *, seed: int | None = None):
         self.target = target
         self.rng = np.random.default_rng(seed)
-        self.max_parallel_experiments = max_parallel_experiments
         self._simulators: dict[tuple[int, ...], object] = {}
 
     def simulator(self, qubits: tuple[int, ...]):
@@ -141,7 +138,7 @@ class AerRunner:
             method = "density_matrix" if len(qubits) <= 10 else "automatic"
             sim = AerSimulator(
                 method=method, noise_model=noise, precision="single", fusion_threshold=1,
-                max_parallel_experiments=self.max_parallel_experiments,
+                max_parallel_experiments=1,  # leaves cores to others
             )
             self._simulators[qubits] = sim
         return sim
@@ -457,7 +454,7 @@ class SamplingEstimator(BaseEstimatorV2):
             outcomes = np.arange(2**k)
             probs = sum(p[0][outcomes ^ int(mask)] for p, mask in
                         zip(self.runner.run(plan.qubits, jobs), masks)) / len(masks)
-            signs = 1.0 - 2.0 * (np.bitwise_count(outcomes[:, None] & outcomes[None, :]) & 1)
+            signs = parity_signs(outcomes[:, None], outcomes[None, :])
             cal = probs @ signs  # cal[S] = <Z_S> on |0...0>, S as a bit mask
         self._calibrations[key] = cal
         return cal
@@ -466,7 +463,7 @@ class SamplingEstimator(BaseEstimatorV2):
     def run(self, pubs: Iterable, *, precision: float | None = None) -> PrimitiveJob:
         coerced = [EstimatorPub.coerce(pub, precision) for pub in pubs]
         job = PrimitiveJob(self._run, coerced)
-        job._submit()  # pylint: disable=protected-access
+        submit_inline(job)
         return job
 
     def _run(self, pubs: list[EstimatorPub]) -> PrimitiveResult:
@@ -558,7 +555,7 @@ class SamplingEstimator(BaseEstimatorV2):
                 for pos, t in enumerate(nonid_index):
                     if which[pos] != b:
                         continue
-                    sign = 1.0 - 2.0 * (np.bitwise_count(outcomes & term_mask[t]) & 1)
+                    sign = parity_signs(outcomes, term_mask[t])
                     v = p @ sign
                     if cal is not None and not isinstance(cal, ReadoutCalibration):
                         v = v / max(cal[term_mask[t]], 1e-3)
@@ -622,12 +619,7 @@ class DeviceBackend(QuantumBackend):
             isa = isa.assign_parameters({t: by_name[p.name] for p, t in temp.items()})
             obs = [SparsePauliOp(o).apply_layout(isa.layout) for o in observables]
             qubits = tuple(isa.layout.initial_index_layout()[: circuit.num_qubits])
-            self.transpiled = TranspiledCircuit(
-                isa, obs, qubits, isa.depth(),
-                sum(1 for i in isa.data if i.operation.num_qubits == 2
-                    and i.operation.name not in IGNORED_OPS),
-                dict(isa.count_ops()),
-            )
+            self.transpiled = TranspiledCircuit.from_isa(isa, obs, qubits)
         else:
             self.transpiled = transpile_to_device(
                 circuit, observables, self.target,

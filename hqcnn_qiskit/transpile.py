@@ -24,6 +24,7 @@ from .errors import BackendError
 __all__ = [
     "IGNORED_OPS",
     "TranspiledCircuit",
+    "count_two_qubit_gates",
     "check_fake_device",
     "fake_device",
     "list_fake_devices",
@@ -180,6 +181,12 @@ def isa_violations(circuit: QuantumCircuit, target: Target) -> list[str]:
     return bad
 
 
+def count_two_qubit_gates(circuit: QuantumCircuit) -> int:
+    """Number of 2-qubit operations of ``circuit`` (barriers and delays not counted)."""
+    return sum(1 for inst in circuit.data if inst.operation.num_qubits == 2
+               and inst.operation.name not in IGNORED_OPS)
+
+
 @dataclass(frozen=True)
 class TranspiledCircuit:
     """A circuit transpiled to a device, with the facts a run records.
@@ -199,6 +206,13 @@ class TranspiledCircuit:
     depth: int
     two_qubit_gates: int
     ops: dict[str, int]
+
+    @classmethod
+    def from_isa(cls, isa: QuantumCircuit, observables: Sequence[SparsePauliOp],
+                 physical_qubits: Sequence[int]) -> TranspiledCircuit:
+        """Record an ISA circuit with its mapped observables, depth and gate counts."""
+        return cls(isa, list(observables), tuple(physical_qubits), isa.depth(),
+                   count_two_qubit_gates(isa), dict(isa.count_ops()))
 
     def describe(self) -> dict:
         """Plain facts for logs and run folders."""
@@ -260,10 +274,7 @@ def transpile_to_device(
             f"{list(qubits)}; choose connected physical_qubits"
         )
     mapped = [SparsePauliOp(obs).apply_layout(isa.layout) for obs in observables]
-    ops = dict(isa.count_ops())
-    two_q = sum(1 for inst in isa.data if inst.operation.num_qubits == 2
-                and inst.operation.name not in IGNORED_OPS)
-    return TranspiledCircuit(isa, mapped, qubits, isa.depth(), two_q, ops)
+    return TranspiledCircuit.from_isa(isa, mapped, qubits)
 
 
 def save_qpy(circuit: QuantumCircuit, path: str | Path) -> Path:
