@@ -118,11 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_job_commands(sub) -> None:
-    """``infer`` and ``jobs`` (IBM Runtime inference), when that module is present."""
-    try:
-        from . import jobs
-    except ImportError:
-        return
+    """``infer`` and ``jobs`` (IBM Runtime inference)."""
+    from . import jobs
+
     jobs.add_commands(sub, _Parser)
 
 

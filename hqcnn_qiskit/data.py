@@ -25,6 +25,7 @@ __all__ = [
     "list_datasets",
     "resolve_data_root",
     "dataset_file",
+    "subset_indices",
     "load_split",
 ]
 
@@ -85,11 +86,6 @@ class DatasetSpec:
     def info(self) -> dict:
         """The dataset's row of ``medmnist.INFO``."""
         return _info()[self.flag]
-
-    @property
-    def source_task(self) -> str:
-        """medmnist's task string for the source dataset."""
-        return self.info["task"]
 
     @property
     def task(self) -> str:
@@ -202,6 +198,15 @@ def _download(spec: DatasetSpec, root: Path) -> None:
         ) from None
 
 
+def subset_indices(n: int, limit: int | None) -> np.ndarray:
+    """The sorted indices of the fixed random subset of ``limit`` out of ``n`` samples that
+    ``load_split`` keeps (the same subset every run); ``arange(n)`` when ``limit`` is None or
+    not below ``n``."""
+    if limit is None or limit >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(0).choice(n, limit, replace=False))
+
+
 @lru_cache(maxsize=16)
 def _read(flag: str, size: int, split: str, root: str, mtime: float):
     import medmnist
@@ -249,7 +254,7 @@ def load_split(
         if limit < 1:
             raise DataError(f"limit must be positive, got {limit}")
         if limit < len(images):
-            keep = np.sort(np.random.default_rng(0).choice(len(images), limit, replace=False))
+            keep = subset_indices(len(images), limit)
             images, labels = images[keep], labels[keep]
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()

@@ -43,6 +43,9 @@ __all__ = [
     "with_retries",
     "open_mode",
     "submit_estimator",
+    "job_state",
+    "failure_reason",
+    "job_failure",
     "wait_for_job",
     "RuntimeBackend",
 ]
@@ -271,6 +274,28 @@ def submit_estimator(mode, pubs: Sequence, options: dict, *, log=None):
         raise BackendError(f"the job was not accepted: {scrub(exc)}") from None
 
 
+def job_state(job, *, log: Callable[[str], None] | None = None) -> str:
+    """``job.status()`` (retried on transient errors) as an upper-case state name: ``"DONE"``,
+    ``"ERROR"``, ``"RUNNING"``... (``JobStatus.DONE`` and ``"done"`` both become ``"DONE"``)."""
+    return str(with_retries(job.status, log=log)).rsplit(".", 1)[-1].upper()
+
+
+def failure_reason(job) -> str:
+    """The service's reason for a failed ``job``, scrubbed of secrets."""
+    reason = None
+    try:
+        reason = job.error_message()
+    except Exception:  # noqa: BLE001
+        pass
+    return scrub(reason or "no reason given")
+
+
+def job_failure(job, status: str) -> JobFailed:
+    """The :class:`JobFailed` for ``job`` ended in ``status`` (ERROR or CANCELLED), with the
+    service's reason."""
+    return JobFailed(f"job {job.job_id()} {status.lower()}: {failure_reason(job)}")
+
+
 def wait_for_job(job, *, poll: float | None = None, timeout: float | None = None,
                  on_status: Callable[[str], None] | None = None,
                  log: Callable[[str], None] | None = None) -> str:
@@ -287,20 +312,14 @@ def wait_for_job(job, *, poll: float | None = None, timeout: float | None = None
     start = time.monotonic()
     last = None
     while True:
-        status = str(with_retries(job.status, log=log))
-        status = status.rsplit(".", 1)[-1].upper()
+        status = job_state(job, log=log)
         if status != last and on_status:
             on_status(status)
         last = status
         if status == "DONE":
             return status
-        if status in ("ERROR", "CANCELLED"):
-            reason = None
-            try:
-                reason = job.error_message()
-            except Exception:  # noqa: BLE001
-                pass
-            raise JobFailed(f"job {job.job_id()} {status.lower()}: {scrub(reason or 'no reason given')}")
+        if status in FINAL_STATES:
+            raise job_failure(job, status)
         if timeout is not None and time.monotonic() - start > timeout:
             raise BackendError(f"job {job.job_id()} still {status} after {timeout:.0f} s; "
                                "`hqcnn-qiskit jobs fetch` collects it later")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import hashlib
+import io
 import json
 import os
 import sys
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .checkpoint import atomic_write
 from .errors import BackendError, CheckpointError, ConfigError, HQCNNError
 
 __all__ = [
@@ -108,12 +110,6 @@ def _read_lines(path: Path) -> list[dict]:
             except json.JSONDecodeError:  # a torn last line after a crash: skip it
                 continue
     return out
-
-
-def _write_atomic(path: Path, writer: Callable[[Path], None]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    writer(tmp)
-    os.replace(tmp, path)
 
 
 def _sha256(path: Path) -> str:
@@ -228,20 +224,6 @@ class InferencePlan:
     notes: list = field(default_factory=list)
 
 
-def _indices(spec, split: str, limit: int | None, n_loaded: int) -> np.ndarray:
-    """The image indices ``load_split`` kept (same rule: a fixed random subset)."""
-    from medmnist import INFO
-
-    total = int(INFO[spec.flag]["n_samples"][split])
-    if limit is not None and limit < total:
-        idx = np.sort(np.random.default_rng(0).choice(total, limit, replace=False))
-    else:
-        idx = np.arange(total)
-    if len(idx) != n_loaded:  # pragma: no cover - load_split changed its rule
-        idx = np.arange(n_loaded)
-    return idx
-
-
 def _saved_circuit(run_dir: Path, train_backend: str | None, device_name: str, target):
     """``RUN_DIR/circuit.qpy`` if it was made for this device and is valid on its target."""
     from .profiles import load_profile
@@ -305,7 +287,7 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
         DataError: The data does not match the checkpoint's dataset.
     """
     from .backends import get_backend
-    from .data import DatasetSpec, load_split
+    from .data import DatasetSpec, load_split, subset_indices
     from .evaluate import load_checkpoint_model
     from .profiles import load_profile
     from .transpile import transpile_to_device
@@ -323,6 +305,8 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
         raise CheckpointError(f"{checkpoint} has no dataset config ({exc})") from None
     dataset = load_split(spec, split, root=data_root, limit=limit, verify=verify)
     images, labels = dataset.tensors
+    # load_split checked the split has its official size; the subset it kept is this one
+    indices = subset_indices(int(spec.info["n_samples"][split]), limit)
     if images.shape[1] != model.config.in_channels or images.shape[-1] != model.config.image_size:
         raise CheckpointError(
             f"{checkpoint} expects {model.config.in_channels}x{model.config.image_size}px images, "
@@ -394,10 +378,9 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
     if target is not None:
         estimate = estimate_usage(circuit, target, rows=len(rows), observables=mapped, shots=shots,
                                   mitigation=m, rep_delay=rep_delay, jobs=len(parts))
-        isa = _isa_stats(circuit, qubits)
     else:
         estimate = {"seconds": 0.0, "executions": len(rows) * per_row, "jobs": len(parts)}
-        isa = _isa_stats(circuit, qubits)
+    isa = _isa_stats(circuit, qubits)
     two_q = isa["two_qubit_gates"] * (sum(m.zne_factors) if m.zne else 1)
     if two_q >= SAFE_TWO_QUBIT_GATES:
         notes.append(f"{two_q} two-qubit gates (with ZNE folding) is above the {SAFE_TWO_QUBIT_GATES} "
@@ -406,7 +389,7 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
         checkpoint=checkpoint, run_dir=run_dir, checkpoint_sha256=_sha256(checkpoint),
         dataset=payload["train_config"]["dataset"],
         dataset_label=spec.describe(), split=split,
-        indices=_indices(spec, split, limit, len(labels)), labels=labels.numpy(), angles=angles,
+        indices=indices, labels=labels.numpy(), angles=angles,
         weights=weights, profile=profile, remote=remote, device_name=device_name,
         offline_note=offline_note, circuit_source=source, circuit=circuit, observables=mapped,
         physical_qubits=tuple(int(q) for q in qubits), rows=rows, parts=parts, estimate=estimate,
@@ -468,12 +451,9 @@ def _save_inputs(plan: InferencePlan, submission: str) -> Path:
     """Write the head-side inputs before anything is submitted."""
     folder = _submission_dir(plan, submission)
     folder.mkdir(parents=True, exist_ok=True)
-    def write_inputs(tmp: Path):
-        with tmp.open("wb") as fh:
-            np.savez(fh, indices=plan.indices, labels=plan.labels, angles=plan.angles,
-                     rows=plan.rows)
-
-    _write_atomic(folder / "inputs.npz", write_inputs)
+    atomic_write(folder / "inputs.npz",
+                 lambda fh: np.savez(fh, indices=plan.indices, labels=plan.labels,
+                                     angles=plan.angles, rows=plan.rows))
     meta = {
         "submission": submission, "created": _now(), "checkpoint": str(plan.checkpoint),
         "checkpoint_sha256": plan.checkpoint_sha256, "dataset": plan.dataset,
@@ -487,8 +467,8 @@ def _save_inputs(plan: InferencePlan, submission: str) -> Path:
         "physical_qubits": list(plan.physical_qubits), "isa": plan.isa_stats,
         "estimate": plan.estimate, "circuit_source": plan.circuit_source,
     }
-    _write_atomic(folder / "meta.json",
-                  lambda tmp: tmp.write_text(json.dumps(meta, indent=1, sort_keys=True)))
+    text = json.dumps(meta, indent=1, sort_keys=True)
+    atomic_write(folder / "meta.json", lambda fh: fh.write(text.encode("utf-8")))
     return folder
 
 
@@ -563,24 +543,22 @@ def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stde
 
 
 def _save_result(folder: Path, part: int, evs: np.ndarray) -> None:
-    def write(tmp: Path):
-        with tmp.open("wb") as fh:
-            np.save(fh, evs)
-
-    _write_atomic(folder / f"result_{part}.npy", write)
+    atomic_write(folder / f"result_{part}.npy", lambda fh: np.save(fh, evs))
 
 
 # Fetching --------------------------------------------------------------------------------------
 def list_jobs() -> list[dict]:
     """The user index (``$HQCNN_HOME/jobs.jsonl``), newest last, with the last known state."""
+    known = ("submitted", "done", "fetched", "failed")
+    journals: dict[str, dict] = {}  # run_dir -> {job_id: last known event}
     out = []
     for rec in _read_lines(hqcnn_home() / "jobs.jsonl"):
-        state = "submitted"
-        for event in _read_lines(Path(rec.get("run_dir", "")) / "jobs.jsonl"):
-            if event.get("job_id") == rec.get("job_id"):
-                state = {"submitted": "submitted", "done": "done", "fetched": "fetched",
-                         "failed": "failed"}.get(event.get("event"), state)
-        out.append({**rec, "state": state})
+        run_dir = rec.get("run_dir", "")
+        if run_dir not in journals:
+            journals[run_dir] = {e.get("job_id"): e["event"]
+                                 for e in _read_lines(Path(run_dir) / "jobs.jsonl")
+                                 if e.get("event") in known}
+        out.append({**rec, "state": journals[run_dir].get(rec.get("job_id"), "submitted")})
     return out
 
 
@@ -616,9 +594,9 @@ def job_status(job_id: str) -> dict:
     from . import ibm
 
     job = ibm.with_retries(lambda: ibm.get_service().job(job_id))
-    status = str(ibm.with_retries(job.status)).rsplit(".", 1)[-1].upper()
+    status = ibm.job_state(job)
     if status in ("ERROR", "CANCELLED"):
-        out["reason"] = ibm.scrub(job.error_message() or "no reason given")
+        out["reason"] = ibm.failure_reason(job)
     return {**out, "status": status}
 
 
@@ -675,8 +653,8 @@ def fetch_job(job_id: str, *, wait: bool = True, log: Log = _stderr) -> dict:
     metrics = compute_metrics(spec, labels, scores)
     predictions = folder / "predictions.csv"
 
-    def write(tmp: Path):
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
+    def write(handle):
+        with io.StringIO(newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["index", "label", "prediction"]
                        + [f"score_{k}" for k in range(scores.shape[1])]
@@ -688,8 +666,9 @@ def fetch_job(job_id: str, *, wait: bool = True, log: Log = _stderr) -> dict:
                 w.writerow([int(inputs["indices"][i]), " ".join(map(str, np.ravel(label))),
                             " ".join(map(str, np.ravel(pred)))]
                            + [f"{v:.6f}" for v in scores[i]] + [f"{v:.6f}" for v in evs[i]])
+            handle.write(fh.getvalue().encode("utf-8"))
 
-    _write_atomic(predictions, write)
+    atomic_write(predictions, write)
     _append_line(run_dir / "jobs.jsonl", {"event": "fetched", "job_id": job_id,
                                           "submission": meta["submission"], "time": _now(),
                                           "acc": metrics["acc"], "auc": metrics["auc"]})
@@ -712,9 +691,9 @@ def _collect(run_dir: Path, meta: dict, job_id: str, part: int, path: Path, *, w
         if wait:
             ibm.wait_for_job(job, on_status=lambda s: log(f"job {job_id}: {s}"), log=log)
         else:
-            status = str(ibm.with_retries(job.status)).rsplit(".", 1)[-1].upper()
+            status = ibm.job_state(job)
             if status in ("ERROR", "CANCELLED"):
-                ibm.wait_for_job(job)  # raises JobFailed with the reason
+                raise ibm.job_failure(job, status)
             if status != "DONE":
                 raise HQCNNError(f"job {job_id} is {status}; fetch again later (or without "
                                  "--no-wait to wait for it)")
