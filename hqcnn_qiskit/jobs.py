@@ -264,12 +264,10 @@ def _rows(circuit, model, angles: np.ndarray) -> tuple[np.ndarray, dict]:
 
 
 def _isa_stats(circuit, physical_qubits) -> dict:
-    from .transpile import IGNORED_OPS
+    from .transpile import count_two_qubit_gates
 
-    two_q = sum(1 for inst in circuit.data if inst.operation.num_qubits == 2
-                and inst.operation.name not in IGNORED_OPS)
     return {"device_qubits": circuit.num_qubits, "qubits": [int(q) for q in physical_qubits],
-            "depth": circuit.depth(), "two_qubit_gates": two_q,
+            "depth": circuit.depth(), "two_qubit_gates": count_two_qubit_gates(circuit),
             "ops": {k: int(v) for k, v in circuit.count_ops().items()}}
 
 
