@@ -4,11 +4,16 @@
     python benchmarks/results.py --data-root DIR --datasets pathmnist ...  # any MedMNIST set
 
 Official splits, several seeds, model selection on validation AUC only (inside ``train``),
-mean ± std of test ACC/AUC. Every cell is a run folder under ``--out``; a finished cell
-(``metrics.json``) is never redone and an interrupted one resumes from its ``last.pt``, so the
-script can be stopped and restarted at any time. It writes ``docs/RESULTS.md`` and its PNG
-plots from the run folders; nothing in that file is typed by hand. Asking for more epochs than a
-finished cell has continues that cell from its ``last.pt``.
+mean ± std of test ACC/AUC. The training recipe (augmentation, weight decay) is chosen per
+dataset on the validation split too: the HQCNN is trained with every recipe in ``--recipes``,
+the recipe with the best mean validation AUC over the seeds is kept, and the other rows and the
+noise study use it; the report shows the whole comparison.
+
+Every cell is a run folder under ``--out``; a finished cell (``metrics.json``) is never redone
+and an interrupted one resumes from its ``last.pt``, so the script can be stopped and restarted
+at any time. It writes ``docs/RESULTS.md`` and its PNG plots from the run folders; nothing in
+that file is typed by hand. Asking for more epochs than a finished cell has continues that cell
+from its ``last.pt``.
 """
 
 from __future__ import annotations
@@ -41,11 +46,17 @@ ROWS = {
     "classical": {"model": "classical", "label": "Classical twin (Linear 4→8 + tanh)"},
     "hqcnn_noattn": {"model": "hqcnn", "attention": False, "label": "HQCNN without attention"},
 }
-DEFAULT_EPOCHS = {"breastmnist": 100, "pneumoniamnist": 25}
+# Training recipes compared on the validation split (TrainConfig fields).
+RECIPES = {
+    "plain": {},
+    "augment": {"augment": True},
+    "augment_wd": {"augment": True, "weight_decay": 1e-4},
+}
+DEFAULT_EPOCHS = {"breastmnist": 60, "pneumoniamnist": 30}
 
 
-def _cell(out: Path, dataset: str, row: str, seed: int) -> Path:
-    return out / dataset / row / f"seed{seed}"
+def _cell(out: Path, dataset: str, recipe: str, row: str, seed: int) -> Path:
+    return out / dataset / recipe / row / f"seed{seed}"
 
 
 def _train_cell(job: dict) -> str:
@@ -74,14 +85,15 @@ def _finished(job: dict) -> bool:
     return bool(metrics) and metrics["config"]["epochs"] >= job["config"]["epochs"]
 
 
-def _noise_eval(out: Path, dataset: str, backend: str, data_root, limit: int | None) -> dict:
+def _noise_eval(out: Path, dataset: str, recipe: str, backend: str, data_root,
+                limit: int | None) -> dict:
     """The exact-trained HQCNN (seed 0) evaluated on another backend; cached as JSON until the
     checkpoint changes."""
     from hqcnn_qiskit.checkpoint import write_json
     from hqcnn_qiskit.evaluate import evaluate_checkpoint
 
-    cache = out / dataset / f"noise_{backend}.json"
-    checkpoint = _cell(out, dataset, "hqcnn", 0) / "best.pt"
+    cache = out / dataset / recipe / f"noise_{backend}.json"
+    checkpoint = _cell(out, dataset, recipe, "hqcnn", 0) / "best.pt"
     if cache.is_file() and cache.stat().st_mtime >= checkpoint.stat().st_mtime:
         cached = json.loads(cache.read_text())
         if cached.get("limit") == limit:
@@ -111,19 +123,33 @@ def _load(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _plots(out: Path, docs: Path, datasets: list[str], seeds: list[int]) -> list[str]:
+def _runs(out: Path, dataset: str, recipe: str, row: str, seeds: list[int]) -> list[dict]:
+    """The finished cells of one row."""
+    return [m for s in seeds if (m := _load(_cell(out, dataset, recipe, row, s)))]
+
+
+def choose_recipe(out: Path, dataset: str, recipes: list[str], seeds: list[int]) -> str:
+    """The recipe whose HQCNN has the best mean validation AUC (at its selected epoch) over the
+    seeds; the test split plays no part. Ties go to the earlier recipe in ``recipes``."""
+    def score(recipe: str) -> float:
+        runs = _runs(out, dataset, recipe, "hqcnn", seeds)
+        return _mean_std([m["val"]["auc"] for m in runs])[0] if runs else -1.0
+    return max(recipes, key=lambda r: (score(r), -recipes.index(r)))
+
+
+def _plots(out: Path, docs: Path, chosen: dict[str, str], seeds: list[int]) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     images = []
-    for dataset in datasets:
+    for dataset, recipe in chosen.items():
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
         for ax, metric in zip(axes, ("auc", "acc")):
             labels, means, stds = [], [], []
             for row, spec in ROWS.items():
-                vals = [m["test"][metric] for s in seeds if (m := _load(_cell(out, dataset, row, s)))]
+                vals = [m["test"][metric] for m in _runs(out, dataset, recipe, row, seeds)]
                 if vals:
                     mean, std = _mean_std(vals)
                     labels.append(spec["label"].split(" (")[0])
@@ -147,7 +173,7 @@ def _plots(out: Path, docs: Path, datasets: list[str], seeds: list[int]) -> list
         fig, ax = plt.subplots(figsize=(6, 3.6))
         for row, spec in ROWS.items():
             for s in seeds:
-                m = _load(_cell(out, dataset, row, s))
+                m = _load(_cell(out, dataset, recipe, row, s))
                 if m:
                     ax.plot([h["epoch"] for h in m["history"]], [h["val_auc"] for h in m["history"]],
                             color={"hqcnn": "#4c72b0", "classical": "#dd8452"}.get(row, "#55a868"),
@@ -164,11 +190,31 @@ def _plots(out: Path, docs: Path, datasets: list[str], seeds: list[int]) -> list
     return images
 
 
-def write_report(out: Path, docs: Path, datasets: list[str], seeds: list[int], noise: dict,
-                 command: str) -> Path:
+def _recipe_table(out: Path, dataset: str, recipes: list[str], seeds: list[int],
+                  chosen: str) -> list[str]:
+    lines = ["### Recipe selection (HQCNN, validation split only)", "",
+             f"Chosen: **{chosen}**, the best mean validation AUC. The test columns were not "
+             "used for the choice; they are shown so the reader can judge it.", "",
+             "| recipe | settings | val AUC | val ACC | test AUC | test ACC | seeds |",
+             "|---|---|---|---|---|---|---|"]
+    for recipe in recipes:
+        runs = _runs(out, dataset, recipe, "hqcnn", seeds)
+        settings = ", ".join(f"{k}={v}" for k, v in RECIPES[recipe].items()) or "—"
+        if not runs:
+            lines.append(f"| {recipe} | {settings} | not run | | | | 0 |")
+            continue
+        cols = [_fmt([m[split][metric] for m in runs])
+                for split in ("val", "test") for metric in ("auc", "acc")]
+        name = f"**{recipe}**" if recipe == chosen else recipe
+        lines.append(f"| {name} | {settings} | {' | '.join(cols)} | {len(runs)} |")
+    return lines + [""]
+
+
+def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[str],
+                 seeds: list[int], noise: dict, command: str) -> Path:
     """docs/RESULTS.md from the run folders."""
     docs.mkdir(parents=True, exist_ok=True)
-    images = _plots(out, docs, datasets, seeds)
+    images = _plots(out, docs, chosen, seeds)
     lines = [
         "# Results",
         "",
@@ -179,16 +225,20 @@ def write_report(out: Path, docs: Path, datasets: list[str], seeds: list[int], n
         "Protocol: official MedMNIST splits at 28 px; seeds "
         f"{', '.join(map(str, seeds))}; Adam (lr 1e-3, batch 128); the epoch with the best "
         "validation AUC is selected and only that checkpoint is scored on the test split "
-        "(medmnist's own ACC/AUC). Rows marked *quoted* are copied from their papers, not rerun.",
+        "(medmnist's own ACC/AUC, threshold 0.5). The training recipe (augmentation: random "
+        "shifts of up to 2 px and left-right mirroring; weight decay) is chosen per dataset by "
+        "the HQCNN's mean validation AUC, and every row of that dataset uses it. Rows marked "
+        "*quoted* are copied from their papers, not rerun.",
         "",
     ]
-    for dataset in datasets:
-        lines += [f"## {dataset}", "",
+    for dataset, recipe in chosen.items():
+        lines += [f"## {dataset}", "", *_recipe_table(out, dataset, recipes, seeds, recipe),
+                  f"### Results with recipe `{recipe}`", "",
                   "| row | test AUC | test ACC | seeds | quantum params | classical params | train time / seed |",
                   "|---|---|---|---|---|---|---|"]
         summary = {}
         for row, spec in ROWS.items():
-            runs = [m for s in seeds if (m := _load(_cell(out, dataset, row, s)))]
+            runs = _runs(out, dataset, recipe, row, seeds)
             aucs = [m["test"]["auc"] for m in runs]
             accs = [m["test"]["acc"] for m in runs]
             summary[row] = (aucs, accs)
@@ -257,9 +307,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--docs", default=str(REPO / "docs"))
     parser.add_argument("--datasets", nargs="+", default=["breastmnist", "pneumoniamnist"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS),
+                        help="rows besides the HQCNN, which always runs")
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
+                        help="training recipes to choose from on the validation split")
     parser.add_argument("--epochs", nargs="+", default=[], metavar="DATASET=N",
-                        help="epochs per dataset (defaults: breastmnist=100, pneumoniamnist=25, else 20)")
+                        help="epochs per dataset (defaults: breastmnist=60, pneumoniamnist=30, "
+                             "else 20)")
     parser.add_argument("--jobs", type=int, default=2, help="cells trained in parallel")
     parser.add_argument("--noise-limit", type=int, default=None,
                         help="test images for the noisy evaluations (default: the whole split)")
@@ -276,41 +330,51 @@ def main(argv: list[str] | None = None) -> int:
         name, _, value = item.partition("=")
         epochs[name] = int(value)
     threads = max(1, (os.cpu_count() or 1) // max(args.jobs, 1))
-    jobs = []
-    for dataset in args.datasets:
-        for row in args.rows:
-            config = {k: v for k, v in ROWS[row].items() if k != "label"}
-            config["epochs"] = epochs.get(dataset, 20)
-            for seed in args.seeds:
-                jobs.append({"dataset": dataset, "row": row, "seed": seed, "config": config,
-                             "folder": str(_cell(out, dataset, row, seed)),
-                             "data_root": args.data_root, "threads": threads})
-    todo = [j for j in jobs if not _finished(j)]
-    print(f"{len(jobs)} cells, {len(jobs) - len(todo)} done, {len(todo)} to run", flush=True)
-    with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
-        for folder in pool.map(_train_cell, todo):
-            print(f"done {folder}", flush=True)
 
+    def job(dataset: str, recipe: str, row: str, seed: int, **overrides) -> dict:
+        config = {k: v for k, v in ROWS.get(row, {}).items() if k != "label"}
+        config.update(RECIPES[recipe], epochs=epochs.get(dataset, 20), **overrides)
+        return {"dataset": dataset, "row": row, "seed": seed, "config": config,
+                "folder": str(_cell(out, dataset, recipe, row, seed)),
+                "data_root": args.data_root, "threads": threads}
+
+    def run(jobs: list[dict], what: str) -> None:
+        todo = [j for j in jobs if not _finished(j)]
+        print(f"{what}: {len(jobs)} cells, {len(jobs) - len(todo)} done, {len(todo)} to run",
+              flush=True)
+        with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+            for folder in pool.map(_train_cell, todo):
+                print(f"done {folder}", flush=True)
+
+    # 1. The HQCNN with every recipe; the validation split picks one per dataset.
+    run([job(d, r, "hqcnn", s) for d in args.datasets for r in args.recipes for s in args.seeds],
+        "recipe selection")
+    chosen = {d: choose_recipe(out, d, args.recipes, args.seeds) for d in args.datasets}
+    print("chosen on validation AUC: " + ", ".join(f"{d}={r}" for d, r in chosen.items()),
+          flush=True)
+    # 2. The other rows with the chosen recipe.
+    run([job(d, chosen[d], row, s) for d in args.datasets for row in args.rows if row != "hqcnn"
+         for s in args.seeds], "ablations")
+
+    # 3. Noise study on the chosen recipe's seed-0 HQCNN, and an HQCNN trained on aer_noisy.
     noise: dict = {}
-    if not args.skip_noise and "hqcnn" in args.rows and 0 in args.seeds:
-        for dataset in args.datasets:
+    if not args.skip_noise and 0 in args.seeds:
+        for dataset, recipe in chosen.items():
             noise[dataset] = {}
             for backend in ("aer_ideal", "aer_noisy", "aer_noisy_mitigated"):
                 print(f"noise study: {dataset} on {backend}", flush=True)
-                noise[dataset][backend] = _noise_eval(out, dataset, backend, args.data_root,
-                                                      args.noise_limit)
-            job = {"dataset": dataset, "row": "hqcnn_aer_noisy", "seed": 0,
-                   "folder": str(_cell(out, dataset, "hqcnn_aer_noisy", 0)),
-                   "data_root": args.data_root, "threads": os.cpu_count() or 1,
-                   "config": {"model": "hqcnn", "backend": "aer_noisy",
-                              "epochs": args.noisy_train_epochs or epochs.get(dataset, 20),
-                              "limit_train": args.noisy_train_limit,
-                              "limit_eval": None}}
+                noise[dataset][backend] = _noise_eval(out, dataset, recipe, backend,
+                                                      args.data_root, args.noise_limit)
+            noisy = job(dataset, recipe, "hqcnn_aer_noisy", 0, model="hqcnn", backend="aer_noisy",
+                        limit_train=args.noisy_train_limit)
+            if args.noisy_train_epochs:
+                noisy["config"]["epochs"] = args.noisy_train_epochs
+            noisy["threads"] = os.cpu_count() or 1
             print(f"noise study: {dataset} HQCNN trained on aer_noisy", flush=True)
-            _train_cell(job)
-            noise[dataset]["trained_on_aer_noisy"] = _load(Path(job["folder"]))
+            _train_cell(noisy)
+            noise[dataset]["trained_on_aer_noisy"] = _load(Path(noisy["folder"]))
     command = "python benchmarks/results.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    report = write_report(out, docs, args.datasets, args.seeds, noise, command.strip())
+    report = write_report(out, docs, chosen, args.recipes, args.seeds, noise, command.strip())
     print(f"wrote {report}")
     return 0
 

@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--augment", action="store_true",
+                   help="randomly shift (up to 2 px) and mirror training images")
     p.add_argument("--layers", type=_positive_int, default=1, help="U3 + CNOT-ring repetitions")
     p.add_argument("--no-attention", action="store_true", help="drop the attention block")
     p.add_argument("--angle-scale", type=_positive_float, default=math.pi / 2,
@@ -140,7 +142,7 @@ def _train(args) -> int:
     config = TrainConfig(
         dataset=DatasetSpec(args.dataset, args.size, tuple(args.positive)),
         model=args.model, backend=args.backend, epochs=args.epochs, seed=args.seed,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, augment=args.augment,
         limit_train=args.limit_train, limit_eval=args.limit_eval, layers=args.layers,
         attention=not args.no_attention, angle_scale=args.angle_scale,
         angle_norm=not args.no_angle_norm,

@@ -27,6 +27,7 @@ __all__ = [
     "dataset_file",
     "subset_indices",
     "load_split",
+    "augment_batch",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -266,3 +267,34 @@ def load_split(
     else:
         y = torch.from_numpy(labels[:, 0].astype(np.int64))
     return TensorDataset(x, y)
+
+
+def augment_batch(images: torch.Tensor, generator: torch.Generator, *, shift: int = 2,
+                  flip: bool = True) -> torch.Tensor:
+    """A randomly shifted (and mirrored) copy of a training batch.
+
+    Each image is padded by ``shift`` pixels (edge values repeated), cropped back to its size at
+    a random offset in ``[-shift, shift]`` on both axes, and with probability 1/2 mirrored left
+    to right. All draws come from ``generator``, so a run that saves and restores the generator
+    resumes with the same augmented batches.
+
+    Args:
+        images: ``(N, C, H, W)`` batch.
+        generator: Source of the random offsets and flips.
+        shift: Largest shift in pixels (0: no shift).
+        flip: Whether to mirror half of the images.
+
+    Returns:
+        A new tensor of the same shape; ``images`` is not modified.
+    """
+    n, _, height, width = images.shape
+    out = images
+    if shift > 0:
+        padded = torch.nn.functional.pad(images, (shift,) * 4, mode="replicate")
+        offsets = torch.randint(0, 2 * shift + 1, (n, 2), generator=generator).tolist()
+        out = torch.stack([padded[i, :, dy : dy + height, dx : dx + width]
+                           for i, (dy, dx) in enumerate(offsets)])
+    if flip:
+        mirror = torch.rand(n, generator=generator) < 0.5
+        out = torch.where(mirror[:, None, None, None], out.flip(-1), out)
+    return out if out is not images else images.clone()

@@ -28,7 +28,7 @@ from .checkpoint import (
     set_rng_state,
     write_json,
 )
-from .data import DatasetSpec, load_split
+from .data import DatasetSpec, augment_batch, load_split
 from .errors import CheckpointError, ConfigError
 from .evaluate import evaluate_model
 from .model import HQCNN, ModelConfig, count_parameters
@@ -37,7 +37,7 @@ __all__ = ["TrainConfig", "train"]
 
 # Fields that define what is trained; a resume must agree on all of them.
 _IDENTITY = ("dataset", "model", "layers", "attention", "angle_scale", "angle_norm", "backend",
-             "seed", "batch_size", "lr", "weight_decay", "limit_train", "limit_eval")
+             "seed", "batch_size", "lr", "weight_decay", "augment", "limit_train", "limit_eval")
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,7 @@ class TrainConfig:
         batch_size: Training batch size.
         lr: Adam learning rate.
         weight_decay: Adam weight decay.
+        augment: Randomly shift (up to 2 px) and mirror each training image every epoch.
         limit_train: Train on a fixed subset of this many images.
         limit_eval: Validate and test on fixed subsets of this many images.
         layers: U3 + CNOT-ring repetitions.
@@ -69,6 +70,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.0
+    augment: bool = False
     limit_train: int | None = None
     limit_eval: int | None = None
     layers: int = 1
@@ -223,7 +225,8 @@ def train(
         for start in bar:
             idx = order[start : start + config.batch_size]
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(images[idx]), labels[idx])
+            batch = augment_batch(images[idx], shuffle) if config.augment else images[idx]
+            loss = loss_fn(model(batch), labels[idx])
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)

@@ -101,3 +101,28 @@ def test_multilabel_and_larger_sizes(tmp_path):
     write_synthetic(tmp_path, "chestmnist")
     labels = load_split(spec, "val", root=tmp_path, verify=False, limit=10).tensors[1]
     assert labels.shape == (10, 14) and labels.dtype == torch.float32
+
+
+def test_augment_batch_shifts_and_mirrors_within_bounds():
+    from hqcnn_qiskit.data import augment_batch
+
+    images = torch.full((64, 1, 28, 28), -1.0)
+    images[:, 0, 10, 5] = 1.0  # one bright pixel, left of centre
+    before = images.clone()
+    out = augment_batch(images, torch.Generator().manual_seed(3), shift=2, flip=True)
+    assert torch.equal(images, before), "the input batch must not be modified"
+    assert out.shape == images.shape
+    rows, cols = [], []
+    for img in out[:, 0]:
+        r, c = (img == 1.0).nonzero()[0].tolist()
+        rows.append(r)
+        cols.append(c if c < 14 else 27 - c)  # undo the mirror
+        assert int((img == 1.0).sum()) == 1
+    assert set(rows) <= set(range(8, 13)) and set(cols) <= set(range(3, 8))
+    assert len(set(rows)) > 1 and len(set(cols)) > 1, "offsets should vary across the batch"
+    mirrored = sum(1 for img in out[:, 0] if (img == 1.0).nonzero()[0, 1] >= 14)
+    assert 10 < mirrored < 54, "about half the images should be mirrored"
+    again = augment_batch(images, torch.Generator().manual_seed(3), shift=2, flip=True)
+    assert torch.equal(out, again), "the same generator state gives the same batch"
+    plain = augment_batch(images, torch.Generator().manual_seed(3), shift=0, flip=False)
+    assert torch.equal(plain, images) and plain is not images

@@ -66,9 +66,11 @@ def test_checkpoint_is_safe_and_complete(trained):
     assert payload["train_config"]["dataset"]["flag"] == "breastmnist"
 
 
-def test_resume_is_exact(tmp_path, data_root):
+@pytest.mark.parametrize("augment", [False, True])
+def test_resume_is_exact(tmp_path, data_root, augment):
     spec = DatasetSpec("breastmnist")
-    config = TrainConfig(dataset=spec, epochs=2, seed=5, batch_size=32, limit_train=64, limit_eval=24)
+    config = TrainConfig(dataset=spec, epochs=2, seed=5, batch_size=32, limit_train=64,
+                         limit_eval=24, augment=augment)
     straight = train(config, tmp_path / "a", data_root=data_root, progress=False, log=lambda m: None)
     first = TrainConfig(**{**config.__dict__, "epochs": 1})
     train(first, tmp_path / "b", data_root=data_root, progress=False, log=lambda m: None)
@@ -79,6 +81,11 @@ def test_resume_is_exact(tmp_path, data_root):
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    if augment:  # the augmented run really saw other images than the plain one
+        plain = TrainConfig(**{**config.__dict__, "augment": False})
+        other = train(plain, tmp_path / "c", data_root=data_root, progress=False,
+                      log=lambda m: None)
+        assert other["history"][0]["train_loss"] != straight["history"][0]["train_loss"]
 
 
 def test_classical_twin_trains(tmp_path, data_root, capsys):

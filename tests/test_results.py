@@ -1,0 +1,56 @@
+"""The results protocol script: recipe selection on validation only, resumable cells, report."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))  # worker processes import the script by name
+import results  # noqa: E402
+
+
+def _fake_cell(out, dataset, recipe, seed, val_auc, test_auc):
+    folder = results._cell(out, dataset, recipe, "hqcnn", seed)
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({
+        "val": {"auc": val_auc, "acc": 0.8}, "test": {"auc": test_auc, "acc": 0.8},
+    }))
+
+
+def test_recipe_is_chosen_on_validation_auc_not_test(tmp_path):
+    # "augment" has the better mean validation AUC, "plain" the better test AUC.
+    for seed, (v, t) in enumerate([(0.90, 0.99), (0.92, 0.99)]):
+        _fake_cell(tmp_path, "breastmnist", "plain", seed, v, t)
+    for seed, (v, t) in enumerate([(0.95, 0.80), (0.93, 0.80)]):
+        _fake_cell(tmp_path, "breastmnist", "augment", seed, v, t)
+    assert results.choose_recipe(tmp_path, "breastmnist", ["plain", "augment"], [0, 1]) == "augment"
+    # a recipe with no finished cell is never chosen over one with results
+    assert results.choose_recipe(tmp_path, "breastmnist", ["augment_wd", "plain"], [0, 1]) == "plain"
+
+
+def test_protocol_runs_resumes_and_writes_report(tmp_path, data_root, capsys):
+    argv = ["--data-root", str(data_root), "--datasets", "breastmnist", "--seeds", "0",
+            "--epochs", "breastmnist=1", "--recipes", "plain", "augment", "--rows", "classical",
+            "--jobs", "1", "--skip-noise", "--out", str(tmp_path / "runs"),
+            "--docs", str(tmp_path / "docs")]
+    assert results.main(argv) == 0
+    first = capsys.readouterr().out
+    assert "recipe selection: 2 cells, 0 done, 2 to run" in first
+    assert "ablations: 1 cells, 0 done, 1 to run" in first
+    chosen = results.choose_recipe(tmp_path / "runs", "breastmnist", ["plain", "augment"], [0])
+    metrics = tmp_path / "runs" / "breastmnist" / chosen / "classical" / "seed0" / "metrics.json"
+    assert json.loads(metrics.read_text())["config"]["augment"] == (chosen == "augment")
+    stamp = metrics.stat().st_mtime_ns
+
+    assert results.main(argv) == 0  # a rerun trains nothing
+    second = capsys.readouterr().out
+    assert "recipe selection: 2 cells, 2 done, 0 to run" in second
+    assert "ablations: 1 cells, 1 done, 0 to run" in second
+    assert metrics.stat().st_mtime_ns == stamp
+
+    report = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert f"Chosen: **{chosen}**" in report and "Recipe selection" in report
+    assert "| Classical twin" in report and "ResNet-18 (28)" in report
+    assert (tmp_path / "docs" / "results_breastmnist.png").stat().st_size > 1000
