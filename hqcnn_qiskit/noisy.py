@@ -22,7 +22,6 @@ from __future__ import annotations
 import threading
 import time
 import types
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +37,7 @@ from .backends import QuantumBackend, register_kind
 from .density import NoiseTables, compile_density_program, parity_signs, sample_counts
 from .errors import BackendError
 from .mitigation import ReadoutCalibration, extrapolate, fold_two_qubit_gates, twirl_masks
+from .primitives.cache import IdentityCache
 from .primitives.statevector import single_threaded_blas, submit_inline
 from .profiles import ENGINES, BackendProfile, MitigationSettings
 from .transpile import (
@@ -204,7 +204,7 @@ class DensityRunner:
         self.dtype = np.float32 if precision == "single" else np.float64
         self._noise: dict[tuple[int, ...], NoiseTables] = {}
         self._heads: dict[tuple[int, ...], dict] = {}
-        self._programs: dict[int, tuple[weakref.ref, int, object]] = {}
+        self._programs: IdentityCache = IdentityCache()
 
     def noise(self, qubits: tuple[int, ...]) -> NoiseTables:
         """The noise of a compacted circuit on device ``qubits`` (cached)."""
@@ -216,15 +216,10 @@ class DensityRunner:
 
     def program(self, qubits: tuple[int, ...], circuit: QuantumCircuit):
         """The compiled program of a measured circuit (cached while the circuit lives)."""
-        key = id(circuit)
-        hit = self._programs.get(key)
-        if hit is not None and hit[0]() is circuit and hit[1] == len(circuit.data):
-            return hit[2]
-        program = compile_density_program(circuit, self.noise(qubits),
-                                          self._heads.setdefault(qubits, {}))
-        self._programs[key] = (weakref.ref(circuit, lambda _, k=key: self._programs.pop(k, None)),
-                               len(circuit.data), program)
-        return program
+        return self._programs.get(
+            circuit, len(circuit.data),
+            lambda: compile_density_program(circuit, self.noise(qubits),
+                                            self._heads.setdefault(qubits, {})))
 
     def probabilities(self, qubits: tuple[int, ...], jobs: list[_Job], *,
                       readout: bool = True) -> list[np.ndarray]:
@@ -344,7 +339,7 @@ class SamplingEstimator(BaseEstimatorV2):
         self.mitigation = mitigation or MitigationSettings()
         self.target = target
         self._rng = np.random.default_rng(seed)
-        self._plans: dict[int, tuple[weakref.ref, int, _Plan]] = {}
+        self._plans: IdentityCache[_Plan] = IdentityCache()
         self._calibrations: dict[tuple[int, ...], object] = {}
         self._lock = threading.Lock()
         self.total_stats = {"shots": 0, "circuits": 0, "seconds": 0.0, "calls": 0}
@@ -368,10 +363,9 @@ class SamplingEstimator(BaseEstimatorV2):
 
     # plans
     def _plan(self, circuit: QuantumCircuit) -> _Plan:
-        key = id(circuit)
-        hit = self._plans.get(key)
-        if hit is not None and hit[0]() is circuit and hit[1] == len(circuit.data):
-            return hit[2]
+        return self._plans.get(circuit, len(circuit.data), lambda: self._build_plan(circuit))
+
+    def _build_plan(self, circuit: QuantumCircuit) -> _Plan:
         for inst in circuit.data:
             if inst.operation.name in ("measure", "reset") or inst.clbits:
                 raise ValueError(f"'{inst.operation.name}' is not allowed in an estimator circuit")
@@ -388,13 +382,7 @@ class SamplingEstimator(BaseEstimatorV2):
         else:
             base = circuit.copy()
             exec_qubits = list(qubits)
-        plan = _Plan(qubits, position, base, exec_qubits)
-        self._plans[key] = (
-            weakref.ref(circuit, lambda _, k=key: self._plans.pop(k, None)),
-            len(circuit.data),
-            plan,
-        )
-        return plan
+        return _Plan(qubits, position, base, exec_qubits)
 
     def _measured(self, plan: _Plan, basis: str, factor: int, mask: int) -> QuantumCircuit:
         """The plan's circuit folded by ``factor``, rotated to ``basis`` (one letter per active

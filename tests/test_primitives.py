@@ -458,3 +458,33 @@ def test_qnn_gradients_match_central_finite_differences():
     # TorchConnector hands back float32 gradients; the difference quotient is good to ~1e-9
     np.testing.assert_allclose(input_grad, fd_input, atol=1e-6, rtol=0)
     np.testing.assert_allclose(weight_grad, fd_weight, atol=1e-6, rtol=0)
+
+
+def test_identity_cache_reuses_rebuilds_and_forgets():
+    import gc
+
+    from hqcnn_qiskit.primitives.cache import IdentityCache
+
+    class Thing:
+        pass
+
+    cache = IdentityCache()
+    builds = []
+
+    def build(tag):
+        builds.append(tag)
+        return tag
+
+    a = Thing()
+    assert cache.get(a, 1, lambda: build("a1")) == "a1"
+    assert cache.get(a, 1, lambda: build("again")) == "a1" and builds == ["a1"]
+    assert cache.get(a, 2, lambda: build("a2")) == "a2"  # a new version rebuilds
+    del a
+    gc.collect()
+    assert len(cache) == 0  # dropped with its object
+    b = Thing()
+    assert cache.get(b, 2, lambda: build("b")) == "b"  # never another object's value
+    plain = [1, 2]  # lists cannot be weakly referenced: built every time, never stored
+    cache.get(plain, 0, lambda: build("l"))
+    cache.get(plain, 0, lambda: build("l"))
+    assert builds.count("l") == 2 and len(cache) == 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from qiskit.primitives.primitive_job import PrimitiveJob
 from qiskit.providers import JobError
 from qiskit.quantum_info import Operator, Pauli
 
+from .cache import IdentityCache
 from .expressions import compile_expressions
 
 __all__ = [
@@ -540,19 +540,12 @@ def _apply(state: np.ndarray, matrix: np.ndarray, qubits: tuple[int, ...], n: in
     return out.reshape(2**n, rows)
 
 
-_PROGRAMS: dict[int, tuple[weakref.ref, int, _Program]] = {}
+_PROGRAMS: IdentityCache[_Program] = IdentityCache()
 
 
 def _program(circuit: QuantumCircuit) -> _Program:
     """The compiled program of ``circuit``, cached while the circuit object lives."""
-    key = id(circuit)
-    size = len(circuit.data)
-    hit = _PROGRAMS.get(key)
-    if hit is not None and hit[0]() is circuit and hit[1] == size:
-        return hit[2]
-    program = _Program(circuit)
-    _PROGRAMS[key] = (weakref.ref(circuit, lambda _, k=key: _PROGRAMS.pop(k, None)), size, program)
-    return program
+    return _PROGRAMS.get(circuit, len(circuit.data), lambda: _Program(circuit))
 
 
 def simulate_statevectors(circuit: QuantumCircuit, values: np.ndarray) -> np.ndarray:
@@ -643,25 +636,18 @@ def _expectation_table(
     return table.T
 
 
-_OBSERVABLE_PLANS: dict[int, tuple[weakref.ref, int, list, list]] = {}
+_OBSERVABLE_PLANS: IdentityCache[tuple[list, list]] = IdentityCache()
 
 
 def _observable_plan(observables, num_qubits: int) -> tuple[list, list]:
     """The flat observable dicts of an ``ObservablesArray`` and their :func:`_expectation_plan`,
     cached while the array lives (callers that pass the same array every batch, as the QNN and
     the gradient do, skip converting and compiling the observables)."""
-    key = id(observables)
-    hit = _OBSERVABLE_PLANS.get(key)
-    if hit is not None and hit[0]() is observables and hit[1] == num_qubits:
-        return hit[2], hit[3]
-    obs_list = observables.ravel().tolist()
-    plan = _expectation_plan(obs_list, num_qubits)
-    try:
-        ref = weakref.ref(observables, lambda _, k=key: _OBSERVABLE_PLANS.pop(k, None))
-    except TypeError:  # not weak-referenceable: no caching
-        return obs_list, plan
-    _OBSERVABLE_PLANS[key] = (ref, num_qubits, obs_list, plan)
-    return obs_list, plan
+    def build() -> tuple[list, list]:
+        obs_list = observables.ravel().tolist()
+        return obs_list, _expectation_plan(obs_list, num_qubits)
+
+    return _OBSERVABLE_PLANS.get(observables, num_qubits, build)
 
 
 def _parameter_table(bindings, circuit: QuantumCircuit) -> np.ndarray:
