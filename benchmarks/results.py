@@ -76,6 +76,7 @@ def _train_cell(job: dict) -> str:
     config = TrainConfig(dataset=DatasetSpec(job["dataset"]), seed=job["seed"], **job["config"])
     resume = (folder / "last.pt").is_file()
     train(config, folder, data_root=job["data_root"], resume=resume, progress=False,
+          verify=job.get("verify", True),
           log=lambda msg: print(f"[{job['dataset']}/{job['row']}/seed{job['seed']}] {msg}",
                                 flush=True))
     return str(folder)
@@ -83,13 +84,20 @@ def _train_cell(job: dict) -> str:
 
 def _finished(job: dict) -> bool:
     """A cell is done when its metrics exist for at least the requested epochs; a cell asked to
-    train longer resumes from its ``last.pt`` (exactly, as if it had never stopped)."""
+    train longer resumes from its ``last.pt`` (exactly, as if it had never stopped). A cell
+    trained with other settings (say, on a subset) is an error, not silently reused."""
     metrics = _load(Path(job["folder"]))
-    return bool(metrics) and metrics["config"]["epochs"] >= job["config"]["epochs"]
+    if not metrics:
+        return False
+    for key, value in job["config"].items():
+        if key != "epochs" and metrics["config"].get(key) != value:
+            raise SystemExit(f"{job['folder']} was trained with {key}={metrics['config'].get(key)!r}"
+                             f", this run asks for {value!r}: use another --out")
+    return metrics["config"]["epochs"] >= job["config"]["epochs"]
 
 
 def _noise_eval(out: Path, dataset: str, recipe: str, backend: str, data_root,
-                limit: int | None) -> dict:
+                limit: int | None, verify: bool = True) -> dict:
     """The exact-trained HQCNN (seed 0) evaluated on another backend; cached as JSON until the
     checkpoint changes."""
     from hqcnn_qiskit.checkpoint import write_json
@@ -103,7 +111,7 @@ def _noise_eval(out: Path, dataset: str, recipe: str, backend: str, data_root,
             return cached
     started = time.perf_counter()
     result = evaluate_checkpoint(checkpoint, split="test", backend=backend, data_root=data_root,
-                                 limit=limit, progress=False)
+                                 limit=limit, verify=verify, progress=False)
     result["seconds"] = time.perf_counter() - started
     result["limit"] = limit
     write_json(cache, result)
@@ -218,7 +226,7 @@ def _recipe_table(out: Path, dataset: str, recipes: list[str], seeds: list[int],
 
 
 def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[str],
-                 seeds: list[int], noise: dict, command: str) -> Path:
+                 seeds: list[int], noise: dict, command: str, subset: str = "") -> Path:
     """docs/RESULTS.md from the run folders."""
     docs.mkdir(parents=True, exist_ok=True)
     images = _plots(out, docs, chosen, seeds)
@@ -237,6 +245,8 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
         "the HQCNN's mean validation AUC, and every row of that dataset uses it. Rows marked "
         "*quoted* are copied from their papers, not rerun.",
         "",
+        *([f"**Subset run** ({subset}): not comparable with the published numbers.", ""]
+          if subset else []),
     ]
     for dataset, recipe in chosen.items():
         lines += [f"## {dataset}", "", *_recipe_table(out, dataset, recipes, seeds, recipe),
@@ -337,6 +347,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="training images for the HQCNN trained on aer_noisy (default: all)")
     parser.add_argument("--noisy-train-epochs", type=int, default=None,
                         help="epochs of that run (default: the same as the exact HQCNN)")
+    parser.add_argument("--limit-train", type=int, default=None, metavar="N",
+                        help="train every cell on a fixed subset of N images (smoke runs)")
+    parser.add_argument("--limit-eval", type=int, default=None, metavar="N",
+                        help="validate and test every cell on fixed subsets of N images")
+    parser.add_argument("--no-verify", action="store_true",
+                        help="skip the MD5 check of the dataset files (your own files)")
     parser.add_argument("--skip-noise", action="store_true")
     args = parser.parse_args(argv)
 
@@ -349,10 +365,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def job(dataset: str, recipe: str, row: str, seed: int, **overrides) -> dict:
         config = {k: v for k, v in ROWS.get(row, {}).items() if k != "label"}
-        config.update(RECIPES[recipe], epochs=epochs.get(dataset, 20), **overrides)
+        config.update(RECIPES[recipe], epochs=epochs.get(dataset, 20),
+                      limit_train=args.limit_train, limit_eval=args.limit_eval)
+        config.update(overrides)
         return {"dataset": dataset, "row": row, "seed": seed, "config": config,
                 "folder": str(_cell(out, dataset, recipe, row, seed)),
-                "data_root": args.data_root, "threads": threads}
+                "data_root": args.data_root, "threads": threads, "verify": not args.no_verify}
 
     def run(jobs: list[dict], what: str) -> None:
         todo = [j for j in jobs if not _finished(j)]
@@ -380,9 +398,11 @@ def main(argv: list[str] | None = None) -> int:
             for backend in ("aer_ideal", "aer_noisy", "aer_noisy_mitigated"):
                 print(f"noise study: {dataset} on {backend}", flush=True)
                 noise[dataset][backend] = _noise_eval(out, dataset, recipe, backend,
-                                                      args.data_root, args.noise_limit)
+                                                      args.data_root,
+                                                      args.noise_limit or args.limit_eval,
+                                                      not args.no_verify)
             noisy = job(dataset, recipe, "hqcnn_aer_noisy", 0, model="hqcnn", backend="aer_noisy",
-                        limit_train=args.noisy_train_limit)
+                        limit_train=args.noisy_train_limit or args.limit_train)
             if args.noisy_train_epochs:
                 noisy["config"]["epochs"] = args.noisy_train_epochs
             noisy["threads"] = os.cpu_count() or 1
@@ -390,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
             _train_cell(noisy)
             noise[dataset]["trained_on_aer_noisy"] = _load(Path(noisy["folder"]))
     command = "python benchmarks/results.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    report = write_report(out, docs, chosen, args.recipes, args.seeds, noise, command.strip())
+    subset = ", ".join(f"{name} {value} images" for name, value in
+                       (("train", args.limit_train), ("val/test", args.limit_eval)) if value)
+    report = write_report(out, docs, chosen, args.recipes, args.seeds, noise, command.strip(),
+                          subset)
     print(f"wrote {report}")
     return 0
 

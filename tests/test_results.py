@@ -55,3 +55,28 @@ def test_protocol_runs_resumes_and_writes_report(tmp_path, data_root, capsys):
     assert "| Classical twin" in report and "ResNet-18 (28)" in report
     assert "Targets (HQCNN, mean of the seeds): AUC ≥ 0.90:" in report  # met or missed, stated
     assert (tmp_path / "docs" / "results_breastmnist.png").stat().st_size > 1000
+
+
+def test_protocol_on_another_multiclass_dataset(tmp_path, capsys):
+    """Any MedMNIST set the user has runs by the same command (here a synthetic BloodMNIST
+    file with the official split sizes, on subsets), noise study included."""
+    from conftest import write_synthetic
+
+    write_synthetic(tmp_path / "data", "bloodmnist")
+    argv = ["--data-root", str(tmp_path / "data"), "--datasets", "bloodmnist", "--seeds", "0",
+            "--epochs", "bloodmnist=1", "--recipes", "plain", "--rows", "classical",
+            "--jobs", "1", "--limit-train", "48", "--limit-eval", "24", "--no-verify",
+            "--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")]
+    assert results.main(argv) == 0
+    report = (tmp_path / "docs" / "RESULTS.md").read_text()
+    assert "## bloodmnist" in report and "**Subset run** (train 48 images, val/test 24 images)" in report
+    assert "on `aer_noisy_mitigated`" in report and "HQCNN trained on `aer_noisy`" in report
+    cell = json.loads((tmp_path / "runs" / "bloodmnist" / "plain" / "hqcnn" / "seed0" /
+                       "metrics.json").read_text())
+    assert cell["test"]["n"] == 24 and cell["config"]["dataset"]["flag"] == "bloodmnist"
+    # the same folders with other settings are refused, not silently reused
+    import pytest
+
+    with pytest.raises(SystemExit, match="limit_train=48"):
+        results.main([*argv[:-4], "--limit-train", "40", "--out", str(tmp_path / "runs"),
+                      "--docs", str(tmp_path / "docs")])
