@@ -70,7 +70,8 @@ def test_protocol_on_another_multiclass_dataset(tmp_path, capsys):
     assert results.main(argv) == 0
     report = (tmp_path / "docs" / "RESULTS.md").read_text()
     assert "## bloodmnist" in report and "**Subset run** (train 48 images, val/test 24 images)" in report
-    assert "on `aer_noisy_mitigated`" in report and "HQCNN trained on `aer_noisy`" in report
+    assert "| `aer_noisy_mitigated` |" in report and "HQCNN trained on `aer_noisy`" in report
+    assert "Mitigated noisy accuracy minus exact accuracy" in report
     cell = json.loads((tmp_path / "runs" / "bloodmnist" / "plain" / "hqcnn" / "seed0" /
                        "metrics.json").read_text())
     assert cell["test"]["n"] == 24 and cell["config"]["dataset"]["flag"] == "bloodmnist"
