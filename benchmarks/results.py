@@ -363,9 +363,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     out, docs = Path(args.out), Path(args.docs)
+    from hqcnn_qiskit.data import list_datasets
+
+    unknown = sorted(set(args.datasets) - set(list_datasets()))
+    if unknown:
+        parser.error(f"unknown dataset(s) {', '.join(unknown)}; see `hqcnn-qiskit datasets`")
     epochs = dict(DEFAULT_EPOCHS)
     for item in args.epochs:
         name, _, value = item.partition("=")
+        if not value.isdigit() or int(value) < 1:
+            parser.error(f"--epochs takes DATASET=N with N a positive integer, got {item!r}")
         epochs[name] = int(value)
     threads = max(1, (os.cpu_count() or 1) // max(args.jobs, 1))
 
@@ -396,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     run([job(d, chosen[d], row, s) for d in args.datasets for row in args.rows if row != "hqcnn"
          for s in args.seeds], "ablations")
 
-    # 3. Noise study on the chosen recipe's seed-0 HQCNN, and an HQCNN trained on aer_noisy.
+    # 3. Noise study: every seed's HQCNN on the noisy backends, and an HQCNN trained on aer_noisy.
     noise: dict = {}
     if not args.skip_noise:
         for dataset, recipe in chosen.items():
@@ -407,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
                     _noise_eval(out, dataset, recipe, seed, backend, args.data_root,
                                 args.noise_limit or args.limit_eval, not args.no_verify)
                     for seed in args.seeds]
-            noisy = job(dataset, recipe, "hqcnn_aer_noisy", args.seeds[0], model="hqcnn", backend="aer_noisy",
-                        limit_train=args.noisy_train_limit or args.limit_train)
+            noisy = job(dataset, recipe, "hqcnn_aer_noisy", args.seeds[0], model="hqcnn",
+                        backend="aer_noisy", limit_train=args.noisy_train_limit or args.limit_train)
             if args.noisy_train_epochs:
                 noisy["config"]["epochs"] = args.noisy_train_epochs
             noisy["threads"] = os.cpu_count() or 1
@@ -425,4 +432,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hqcnn_qiskit.errors import HQCNNError
+
+    try:
+        sys.exit(main())
+    except HQCNNError as exc:  # a missing or corrupt dataset file, say: one line, not a traceback
+        sys.exit(f"results.py: error: {exc}")
