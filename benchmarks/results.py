@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -389,7 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         todo = [j for j in jobs if not _finished(j)]
         print(f"{what}: {len(jobs)} cells, {len(jobs) - len(todo)} done, {len(todo)} to run",
               flush=True)
-        with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+        # spawn, not fork: a process forked from one that has run torch or qiskit threads can
+        # deadlock (seen under pytest)
+        with ProcessPoolExecutor(max_workers=max(args.jobs, 1),
+                                 mp_context=multiprocessing.get_context("spawn")) as pool:
             for folder in pool.map(_train_cell, todo):
                 print(f"done {folder}", flush=True)
 
