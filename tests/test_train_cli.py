@@ -90,10 +90,12 @@ def test_resume_is_exact(tmp_path, data_root, augment):
 
 def test_classical_twin_trains(tmp_path, data_root, capsys):
     code = main(["train", "--dataset", "breastmnist", "--model", "classical", "--epochs", "1",
+                 "--augment", "--weight-decay", "1e-4",
                  "--data-root", str(data_root), "--out", str(tmp_path), *SMALL])
     assert code == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["parameters"]["quantum"] == 0 and metrics["parameters"]["classical"] > 0
+    assert metrics["config"]["augment"] is True and metrics["config"]["weight_decay"] == 1e-4
 
 
 @pytest.mark.parametrize(
