@@ -143,8 +143,8 @@ def _train(args) -> int:
         dataset=DatasetSpec(args.dataset, args.size, tuple(args.positive)),
         model=args.model, backend=args.backend, epochs=args.epochs, seed=args.seed,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        augment=args.augment, limit_train=args.limit_train, limit_eval=args.limit_eval, layers=args.layers,
-        attention=not args.no_attention, angle_scale=args.angle_scale,
+        augment=args.augment, limit_train=args.limit_train, limit_eval=args.limit_eval,
+        layers=args.layers, attention=not args.no_attention, angle_scale=args.angle_scale,
         angle_norm=not args.no_angle_norm,
     )
     metrics = train(config, args.out, data_root=args.data_root, resume=args.resume,
