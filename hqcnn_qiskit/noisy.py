@@ -217,7 +217,7 @@ class DensityRunner:
     def program(self, qubits: tuple[int, ...], circuit: QuantumCircuit):
         """The compiled program of a measured circuit (cached while the circuit lives)."""
         return self._programs.get(
-            circuit, len(circuit.data),
+            circuit, (qubits, len(circuit.data)),
             lambda: compile_density_program(circuit, self.noise(qubits),
                                             self._heads.setdefault(qubits, {})))
 

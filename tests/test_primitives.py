@@ -482,9 +482,12 @@ def test_identity_cache_reuses_rebuilds_and_forgets():
     del a
     gc.collect()
     assert len(cache) == 0  # dropped with its object
-    b = Thing()
-    assert cache.get(b, 2, lambda: build("b")) == "b"  # never another object's value
+    b, c = Thing(), Thing()
+    assert cache.get(c, 2, lambda: build("c")) == "c"
+    # an entry under b's id that belongs to another object (as after id reuse) is not b's
+    cache._entries[id(b)] = (cache._entries[id(c)][0], 2, "stale")
+    assert cache.get(b, 2, lambda: build("b")) == "b"
     plain = [1, 2]  # lists cannot be weakly referenced: built every time, never stored
     cache.get(plain, 0, lambda: build("l"))
     cache.get(plain, 0, lambda: build("l"))
-    assert builds.count("l") == 2 and len(cache) == 1
+    assert builds.count("l") == 2 and len(cache) == 2

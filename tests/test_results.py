@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from conftest import REPO
+import pytest
+
+from conftest import REPO, write_synthetic
 
 sys.path.insert(0, str(REPO / "benchmarks"))  # worker processes import the script by name
 import results  # noqa: E402
@@ -31,13 +33,13 @@ def test_recipe_is_chosen_on_validation_auc_not_test(tmp_path):
 
 
 def test_protocol_runs_resumes_and_writes_report(tmp_path, data_root, capsys):
-    argv = ["--data-root", str(data_root), "--datasets", "breastmnist", "--seeds", "0",
+    argv = ["--data-root", str(data_root), "--datasets", "breastmnist", "--seeds", "0", "0",
             "--epochs", "breastmnist=1", "--recipes", "plain", "augment", "--rows", "classical",
             "--jobs", "1", "--skip-noise", "--out", str(tmp_path / "runs"),
             "--docs", str(tmp_path / "docs")]
     assert results.main(argv) == 0
     first = capsys.readouterr().out
-    assert "recipe selection: 2 cells, 0 done, 2 to run" in first
+    assert "recipe selection: 2 cells, 0 done, 2 to run" in first  # the repeated seed once
     assert "ablations: 1 cells, 0 done, 1 to run" in first
     chosen = results.choose_recipe(tmp_path / "runs", "breastmnist", ["plain", "augment"], [0])
     metrics = tmp_path / "runs" / "breastmnist" / chosen / "classical" / "seed0" / "metrics.json"
@@ -56,12 +58,27 @@ def test_protocol_runs_resumes_and_writes_report(tmp_path, data_root, capsys):
     assert "Targets (HQCNN, mean of the seeds): AUC ≥ 0.90:" in report  # met or missed, stated
     assert (tmp_path / "docs" / "results_breastmnist.png").stat().st_size > 1000
 
+    # more epochs continue the finished cells from last.pt; fewer are refused
+    cell = tmp_path / "runs" / "breastmnist" / "plain" / "hqcnn" / "seed0" / "metrics.json"
+    one_epoch = json.loads(cell.read_text())["history"]
+    longer = [a if a != "breastmnist=1" else "breastmnist=2" for a in argv]
+    assert results.main(longer) == 0
+    assert "recipe selection: 2 cells, 0 done, 2 to run" in capsys.readouterr().out
+    history = json.loads(cell.read_text())["history"]
+    assert len(history) == 2 and history[0] == one_epoch[0]
+    with pytest.raises(SystemExit, match="trained for 2 epochs, this run asks for 1"):
+        results.main(argv)
+    # another recipe's settings in a folder are refused, not silently reused
+    folders = tmp_path / "runs" / "breastmnist"
+    (folders / "augment").rename(tmp_path / "moved")
+    (folders / "plain").rename(folders / "augment")
+    with pytest.raises(SystemExit, match="augment=False, this run asks for True"):
+        results.main(longer)
+
 
 def test_protocol_on_another_multiclass_dataset(tmp_path, capsys):
     """Any MedMNIST set the user has runs by the same command (here a synthetic BloodMNIST
     file with the official split sizes, on subsets), noise study included."""
-    from conftest import write_synthetic
-
     write_synthetic(tmp_path / "data", "bloodmnist")
     argv = ["--data-root", str(tmp_path / "data"), "--datasets", "bloodmnist", "--seeds", "0",
             "--epochs", "bloodmnist=1", "--recipes", "plain", "--rows", "classical",
@@ -75,9 +92,14 @@ def test_protocol_on_another_multiclass_dataset(tmp_path, capsys):
     cell = json.loads((tmp_path / "runs" / "bloodmnist" / "plain" / "hqcnn" / "seed0" /
                        "metrics.json").read_text())
     assert cell["test"]["n"] == 24 and cell["config"]["dataset"]["flag"] == "bloodmnist"
+    # the noisy evaluations are cached, and redone when the image subset changes
+    cache = tmp_path / "runs" / "bloodmnist" / "plain" / "noise_aer_noisy_seed0.json"
+    stamp = cache.stat().st_mtime_ns
+    assert results.main(argv) == 0
+    assert cache.stat().st_mtime_ns == stamp
+    assert results.main([*argv, "--noise-limit", "12"]) == 0
+    assert json.loads(cache.read_text())["n"] == 12
     # the same folders with other settings are refused, not silently reused
-    import pytest
-
     with pytest.raises(SystemExit, match="limit_train=48"):
         results.main([*argv[:-4], "--limit-train", "40", "--out", str(tmp_path / "runs"),
                       "--docs", str(tmp_path / "docs")])

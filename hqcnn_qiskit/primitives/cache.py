@@ -46,7 +46,7 @@ class IdentityCache(Generic[T]):
 
         def forget(ref, key=key):
             if entries.get(key, (None,))[0] is ref:
-                del entries[key]
+                entries.pop(key, None)
 
         try:
             ref = weakref.ref(obj, forget)
