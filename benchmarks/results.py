@@ -68,7 +68,7 @@ def _cell(out: Path, dataset: str, recipe: str, row: str, seed: int) -> Path:
 
 
 def _train_cell(job: dict) -> str:
-    """Train one cell (in a worker process); returns the run folder."""
+    """Train one unfinished cell (in a worker process); returns the run folder."""
     import torch
 
     torch.set_num_threads(job["threads"])
@@ -76,8 +76,6 @@ def _train_cell(job: dict) -> str:
     from hqcnn_qiskit.train import TrainConfig, train
 
     folder = Path(job["folder"])
-    if _finished(job):
-        return str(folder)
     config = TrainConfig(dataset=DatasetSpec(job["dataset"]), seed=job["seed"], **job["config"])
     resume = (folder / "last.pt").is_file()
     train(config, folder, data_root=job["data_root"], resume=resume, progress=False,
@@ -115,16 +113,14 @@ def _noise_eval(out: Path, dataset: str, recipe: str, seed: int, backend: str, d
                 limit: int | None, verify: bool = True) -> dict:
     """The exact-trained HQCNN of one seed evaluated on another backend; cached as JSON while
     the checkpoint (its SHA-256), the backend profile and the image subset stay the same."""
-    import hashlib
-
     from hqcnn_qiskit import __version__
-    from hqcnn_qiskit.checkpoint import write_json
+    from hqcnn_qiskit.checkpoint import file_sha256, write_json
     from hqcnn_qiskit.evaluate import evaluate_checkpoint
     from hqcnn_qiskit.profiles import load_profile
 
     cache = out / dataset / recipe / f"noise_{backend}_seed{seed}.json"
     checkpoint = _cell(out, dataset, recipe, "hqcnn", seed) / "best.pt"
-    key = {"checkpoint_sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+    key = {"checkpoint_sha256": file_sha256(checkpoint),
            "profile": repr(load_profile(backend)), "limit": limit, "version": __version__}
     if cache.is_file():
         cached = json.loads(cache.read_text())
@@ -253,10 +249,12 @@ def _recipe_table(out: Path, dataset: str, recipes: list[str], seeds: list[int],
 
 
 def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[str],
-                 seeds: list[int], noise: dict, command: str, subset: str = "",
+                 seeds: list[int], noise: dict, command: str, limit_train: int | None = None,
                  limit_eval: int | None = None) -> Path:
     """docs/RESULTS.md from the run folders."""
     docs.mkdir(parents=True, exist_ok=True)
+    subset = ", ".join(f"{name} {value} images" for name, value in
+                       (("train", limit_train), ("val/test", limit_eval)) if value)
     images = _plots(out, docs, chosen, seeds)
     lines = [
         "# Results",
@@ -391,9 +389,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-noise", action="store_true")
     args = parser.parse_args(argv)
 
-    out, docs = Path(args.out), Path(args.docs)
     from hqcnn_qiskit.data import list_datasets
 
+    out, docs = Path(args.out), Path(args.docs)
     for name in ("datasets", "seeds", "recipes", "rows"):  # a repeat would train one cell twice
         setattr(args, name, list(dict.fromkeys(getattr(args, name))))
     unknown = sorted(set(args.datasets) - set(list_datasets()))
@@ -419,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                 "data_root": args.data_root, "threads": threads, "verify": not args.no_verify}
 
     def run(jobs: list[dict], what: str) -> None:
+        """Train the unfinished cells of ``jobs``, ``--jobs`` at a time."""
         todo = [j for j in jobs if not _finished(j)]
         print(f"{what}: {len(jobs)} cells, {len(jobs) - len(todo)} done, {len(todo)} to run",
               flush=True)
@@ -451,18 +450,14 @@ def main(argv: list[str] | None = None) -> int:
                                 args.noise_limit or args.limit_eval, not args.no_verify)
                     for seed in args.seeds]
             noisy = job(dataset, recipe, "hqcnn_aer_noisy", args.seeds[0], model="hqcnn",
-                        backend="aer_noisy", limit_train=args.noisy_train_limit or args.limit_train)
-            if args.noisy_train_epochs:
-                noisy["config"]["epochs"] = args.noisy_train_epochs
-            noisy["threads"] = os.cpu_count() or 1
-            print(f"noise study: {dataset} HQCNN trained on aer_noisy", flush=True)
-            _train_cell(noisy)
+                        backend="aer_noisy", limit_train=args.noisy_train_limit or args.limit_train,
+                        epochs=args.noisy_train_epochs or epochs.get(dataset, 20))
+            noisy["threads"] = os.cpu_count() or 1  # one cell: all cores
+            run([noisy], f"noise study: {dataset} HQCNN trained on aer_noisy")
             noise[dataset] = {"evals": evals, "trained": _load(Path(noisy["folder"]))}
     command = "python benchmarks/results.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    subset = ", ".join(f"{name} {value} images" for name, value in
-                       (("train", args.limit_train), ("val/test", args.limit_eval)) if value)
     report = write_report(out, docs, chosen, args.recipes, args.seeds, noise, command.strip(),
-                          subset, args.limit_eval)
+                          args.limit_train, args.limit_eval)
     print(f"wrote {report}")
     return 0
 

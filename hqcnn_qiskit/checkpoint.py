@@ -3,6 +3,7 @@ read with ``torch.load(weights_only=True)``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -22,9 +23,19 @@ __all__ = [
     "write_json",
     "save_checkpoint",
     "load_checkpoint",
+    "file_sha256",
 ]
 
 FORMAT = "hqcnn-qiskit/1"
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file (a checkpoint's identity for journals and caches), read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def seed_everything(seed: int) -> None:

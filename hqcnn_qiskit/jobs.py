@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import hashlib
 import io
 import json
 import os
@@ -36,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, file_sha256
 from .errors import BackendError, CheckpointError, ConfigError, HQCNNError
 
 __all__ = [
@@ -110,14 +109,6 @@ def _read_lines(path: Path) -> list[dict]:
             except json.JSONDecodeError:  # a torn last line after a crash: skip it
                 continue
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _device_key(name: str | None) -> str:
@@ -384,7 +375,7 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
         notes.append(f"{two_q} two-qubit gates (with ZNE folding) is above the {SAFE_TWO_QUBIT_GATES} "
                      "that IBM's job validation always accepts; the service may reject the job")
     return InferencePlan(
-        checkpoint=checkpoint, run_dir=run_dir, checkpoint_sha256=_sha256(checkpoint),
+        checkpoint=checkpoint, run_dir=run_dir, checkpoint_sha256=file_sha256(checkpoint),
         dataset=payload["train_config"]["dataset"],
         dataset_label=spec.describe(), split=split,
         indices=indices, labels=labels.numpy(), angles=angles,
@@ -635,7 +626,7 @@ def fetch_job(job_id: str, *, wait: bool = True, log: Log = _stderr) -> dict:
     evs = np.concatenate(results)
     inputs = np.load(folder / "inputs.npz")
     checkpoint = Path(meta["checkpoint"])
-    if not checkpoint.is_file() or _sha256(checkpoint) != meta["checkpoint_sha256"]:
+    if not checkpoint.is_file() or file_sha256(checkpoint) != meta["checkpoint_sha256"]:
         raise CheckpointError(f"{checkpoint} changed or disappeared since job {job_id} was "
                               "submitted; the head would not match the circuit weights")
     if evs.shape != (meta["n"], 8):
