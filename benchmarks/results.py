@@ -56,8 +56,19 @@ RECIPES = {
     "plain": {},
     "augment": {"augment": True},
     "augment_wd": {"augment": True, "weight_decay": 1e-4},
+    # how MedMNIST v2 trained the baselines quoted below: 100 epochs, lr x0.1 at epochs 50 and 75
+    "medmnist_v2": {"epochs": 100, "lr_schedule": "step"},
 }
-DEFAULT_EPOCHS = {"breastmnist": 60, "pneumoniamnist": 30}
+# How the recipes came about, stated in the report: the choice among them is made on the
+# validation split, but the decision to offer each one was not blind to earlier test results.
+RECIPE_HISTORY = (
+    "History: the first run of this protocol used `plain` alone; `augment` and `augment_wd` were "
+    "added after it had missed targets; `medmnist_v2` was added after that second run had "
+    "missed the BreastMNIST targets. It was fixed in advance as the training schedule of the "
+    "quoted MedMNIST v2 baselines (not tuned) and run once; no recipe is added on the strength of "
+    "its results. So the choice among recipes is made on validation, but the decision to offer "
+    "them was not blind to the test results.")
+DEFAULT_EPOCHS = {"breastmnist": 60, "pneumoniamnist": 30}  # for recipes that do not fix them
 # The project's targets for the HQCNN (exact), mean over the seeds: (AUC, ACC).
 TARGETS = {"breastmnist": (0.90, 0.87), "pneumoniamnist": (0.96, 0.88)}
 MITIGATED_GAP_POINTS = 2.0
@@ -65,6 +76,28 @@ MITIGATED_GAP_POINTS = 2.0
 
 def _cell(out: Path, dataset: str, recipe: str, row: str, seed: int) -> Path:
     return out / dataset / recipe / row / f"seed{seed}"
+
+
+def cell_config(dataset: str, recipe: str, row: str, *, epochs: int | None = None,
+                **overrides) -> dict:
+    """The TrainConfig fields of one cell: the row's, then the recipe's, then ``overrides``.
+
+    Args:
+        dataset: MedMNIST flag.
+        recipe: A key of :data:`RECIPES`.
+        row: A key of :data:`ROWS` (or another name: no row settings).
+        epochs: The user's epochs, over every recipe; else the recipe's own, else the
+            dataset's default from :data:`DEFAULT_EPOCHS` (20 for other datasets).
+        overrides: Any other TrainConfig fields.
+
+    Returns:
+        Keyword arguments for ``TrainConfig`` (without dataset and seed).
+    """
+    config = {k: v for k, v in ROWS.get(row, {}).items() if k not in _REPORT_KEYS}
+    config.update(RECIPES[recipe])
+    config["epochs"] = epochs or RECIPES[recipe].get("epochs") or DEFAULT_EPOCHS.get(dataset, 20)
+    config.update(overrides)
+    return config
 
 
 def _train_cell(job: dict) -> str:
@@ -98,7 +131,7 @@ def _finished(job: dict) -> bool:
         return False
     wanted = TrainConfig(dataset=DatasetSpec(job["dataset"]), seed=job["seed"],
                          **job["config"]).to_dict()
-    done = metrics["config"]
+    done = TrainConfig.from_dict(metrics["config"]).to_dict()  # fields added later: defaults
     for key, value in wanted.items():
         if key != "epochs" and done.get(key) != value:
             raise SystemExit(f"{job['folder']} was trained with {key}={done.get(key)!r}, this "
@@ -106,6 +139,10 @@ def _finished(job: dict) -> bool:
     if done["epochs"] > wanted["epochs"]:
         raise SystemExit(f"{job['folder']} was trained for {done['epochs']} epochs, this run "
                          f"asks for {wanted['epochs']}: use another --out")
+    if done["epochs"] < wanted["epochs"] and done["lr_schedule"] != "constant":
+        raise SystemExit(f"{job['folder']} was trained for {done['epochs']} epochs on the "
+                         f"{done['lr_schedule']} schedule, whose steps depend on the total: use "
+                         "another --out")
     return done["epochs"] == wanted["epochs"]
 
 
@@ -229,10 +266,8 @@ def _recipe_table(out: Path, dataset: str, recipes: list[str], seeds: list[int],
     lines = ["### Recipe selection (HQCNN, validation split only)", "",
              (f"Chosen: **{chosen}**, the best mean validation AUC ({n_val} validation images). "
               "The test columns were not used for the choice; they are shown so the reader can "
-              "judge it, and differences smaller than the standard deviations are noise. History: "
-              "the first run of this protocol used `plain` alone; the other recipes were added "
-              "after it had missed targets, so the choice among them is made on validation, but "
-              "the decision to offer them was not blind to the test results."), "",
+              "judge it, and differences smaller than the standard deviations are noise. "
+              + RECIPE_HISTORY), "",
              "| recipe | settings | val AUC | val ACC | test AUC | test ACC | seeds |",
              "|---|---|---|---|---|---|---|"]
     for recipe in recipes:
@@ -264,11 +299,13 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
         "the script.",
         "",
         "Protocol: official MedMNIST splits at 28 px; seeds "
-        f"{', '.join(map(str, seeds))}; Adam (lr 1e-3, batch 128); the epoch with the best "
+        f"{', '.join(map(str, seeds))}; Adam (lr 1e-3, batch 128; constant unless the recipe "
+        "steps it down); the epoch with the best "
         "validation AUC is selected and only that checkpoint is scored on the test split "
         "(medmnist's own ACC/AUC: threshold 0.5 for binary and multi-label tasks, argmax for "
         "multi-class). The training recipe (augmentation: random "
-        "shifts of up to 2 px and left-right mirroring; weight decay) is chosen per dataset by "
+        "shifts of up to 2 px and left-right mirroring; weight decay; epochs and learning-rate "
+        "schedule) is chosen per dataset by "
         "the HQCNN's mean validation AUC, and every row of that dataset uses it. Rows marked "
         "*quoted* are copied from their papers, not rerun.",
         "",
@@ -371,8 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES),
                         help="training recipes to choose from on the validation split")
     parser.add_argument("--epochs", nargs="+", default=[], metavar="DATASET=N",
-                        help="epochs per dataset (defaults: breastmnist=60, pneumoniamnist=30, "
-                             "else 20)")
+                        help="epochs per dataset, for every recipe (defaults: the recipe's "
+                             "own, else breastmnist=60, pneumoniamnist=30, else 20)")
     parser.add_argument("--jobs", type=int, default=2, help="cells trained in parallel")
     parser.add_argument("--noise-limit", type=int, default=None,
                         help="test images for the noisy evaluations (default: the whole split)")
@@ -397,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(args.datasets) - set(list_datasets()))
     if unknown:
         parser.error(f"unknown dataset(s) {', '.join(unknown)}; see `hqcnn-qiskit datasets`")
-    epochs = dict(DEFAULT_EPOCHS)
+    epochs: dict[str, int] = {}  # the user's, over every recipe
     for item in args.epochs:
         name, _, value = item.partition("=")
         if not value.isdigit() or int(value) < 1:
@@ -408,10 +445,10 @@ def main(argv: list[str] | None = None) -> int:
     threads = max(1, (os.cpu_count() or 1) // max(args.jobs, 1))
 
     def job(dataset: str, recipe: str, row: str, seed: int, **overrides) -> dict:
-        config = {k: v for k, v in ROWS.get(row, {}).items() if k not in _REPORT_KEYS}
-        config.update(RECIPES[recipe], epochs=epochs.get(dataset, 20),
-                      limit_train=args.limit_train, limit_eval=args.limit_eval)
-        config.update(overrides)
+        config = cell_config(dataset, recipe, row,
+                             epochs=overrides.pop("epochs", None) or epochs.get(dataset),
+                             **{"limit_train": args.limit_train, "limit_eval": args.limit_eval,
+                                **overrides})
         return {"dataset": dataset, "row": row, "seed": seed, "config": config,
                 "folder": str(_cell(out, dataset, recipe, row, seed)),
                 "data_root": args.data_root, "threads": threads, "verify": not args.no_verify}
@@ -451,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
                     for seed in args.seeds]
             noisy = job(dataset, recipe, "hqcnn_aer_noisy", args.seeds[0], model="hqcnn",
                         backend="aer_noisy", limit_train=args.noisy_train_limit or args.limit_train,
-                        epochs=args.noisy_train_epochs or epochs.get(dataset, 20))
+                        epochs=args.noisy_train_epochs)
             noisy["threads"] = os.cpu_count() or 1  # one cell: all cores
             run([noisy], f"noise study: {dataset} HQCNN trained on aer_noisy")
             noise[dataset] = {"evals": evals, "trained": _load(Path(noisy["folder"]))}

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--lr-schedule", default="constant", choices=("constant", "step"),
+                   help="step: lr x0.1 after 50%% and 75%% of the epochs (MedMNIST v2)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--augment", action="store_true",
                    help="randomly shift (up to 2 px) and mirror training images")
@@ -142,7 +144,8 @@ def _train(args) -> int:
     config = TrainConfig(
         dataset=DatasetSpec(args.dataset, args.size, tuple(args.positive)),
         model=args.model, backend=args.backend, epochs=args.epochs, seed=args.seed,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        batch_size=args.batch_size, lr=args.lr, lr_schedule=args.lr_schedule,
+        weight_decay=args.weight_decay,
         augment=args.augment, limit_train=args.limit_train, limit_eval=args.limit_eval,
         layers=args.layers, attention=not args.no_attention, angle_scale=args.angle_scale,
         angle_norm=not args.no_angle_norm,

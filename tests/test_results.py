@@ -32,6 +32,38 @@ def test_recipe_is_chosen_on_validation_auc_not_test(tmp_path):
     assert results.choose_recipe(tmp_path, "breastmnist", ["augment_wd", "plain"], [0, 1]) == "plain"
 
 
+def test_cell_settings_and_old_cells(tmp_path):
+    from hqcnn_qiskit.data import DatasetSpec
+    from hqcnn_qiskit.train import TrainConfig
+
+    # the medmnist_v2 recipe brings its own 100 epochs; the user's --epochs wins over it
+    v2 = results.cell_config("breastmnist", "medmnist_v2", "classical")
+    assert v2 == {"model": "classical", "epochs": 100, "lr_schedule": "step"}
+    assert results.cell_config("breastmnist", "medmnist_v2", "hqcnn", epochs=3)["epochs"] == 3
+    assert results.cell_config("breastmnist", "plain", "hqcnn_noattn") == {
+        "model": "hqcnn", "attention": False, "epochs": 60}
+    assert results.cell_config("octmnist", "augment", "hqcnn", limit_train=9) == {
+        "model": "hqcnn", "augment": True, "epochs": 20, "limit_train": 9}
+
+    def finished(config: dict, asked: dict) -> bool:
+        folder = tmp_path / "cell"
+        folder.mkdir(exist_ok=True)
+        (folder / "metrics.json").write_text(json.dumps({"config": config}))
+        return results._finished({"dataset": "breastmnist", "seed": 0, "config": asked,
+                                  "folder": str(folder)})
+
+    spec = DatasetSpec("breastmnist")
+    old = TrainConfig(dataset=spec, epochs=60).to_dict()
+    del old["lr_schedule"]  # written before the field existed: it means the default
+    assert finished(old, {"epochs": 60})
+    assert not finished(old, {"epochs": 70})  # a constant rate can be continued
+    with pytest.raises(SystemExit, match="lr_schedule='constant', this run asks for 'step'"):
+        finished(old, {"epochs": 60, "lr_schedule": "step"})
+    step = TrainConfig(dataset=spec, epochs=100, lr_schedule="step").to_dict()
+    with pytest.raises(SystemExit, match="step schedule, whose steps depend on the total"):
+        finished(step, {"epochs": 120, "lr_schedule": "step"})
+
+
 def test_protocol_runs_resumes_and_writes_report(tmp_path, data_root, capsys):
     argv = ["--data-root", str(data_root), "--datasets", "breastmnist", "--seeds", "0", "0",
             "--epochs", "breastmnist=1", "--recipes", "plain", "augment", "--rows", "classical",

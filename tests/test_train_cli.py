@@ -88,6 +88,48 @@ def test_resume_is_exact(tmp_path, data_root, augment):
         assert other["history"][0]["train_loss"] != straight["history"][0]["train_loss"]
 
 
+class _Crash(Exception):
+    pass
+
+
+def test_step_schedule_resumes_exactly_after_a_crash(tmp_path, data_root):
+    """MedMNIST v2's schedule: the rate drops at half and three quarters of the epochs, and a
+    run killed after an epoch resumes bit-identically (the rate is a function of the epoch)."""
+    config = TrainConfig(dataset=DatasetSpec("breastmnist"), epochs=4, seed=3, batch_size=32,
+                         limit_train=64, limit_eval=24, lr_schedule="step")
+    straight = train(config, tmp_path / "a", data_root=data_root, progress=False,
+                     log=lambda m: None)
+    assert [h["lr"] for h in straight["history"]] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-5])
+
+    def crash_after_epoch_2(msg):
+        if msg.startswith("epoch 2/4"):
+            raise _Crash
+    with pytest.raises(_Crash):
+        train(config, tmp_path / "b", data_root=data_root, progress=False, log=crash_after_epoch_2)
+    resumed = train(config, tmp_path / "b", data_root=data_root, resume=True, progress=False,
+                    log=lambda m: None)
+    assert resumed["history"] == [{**h, "seconds": r["seconds"]}
+                                  for h, r in zip(straight["history"], resumed["history"])]
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert b["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-5)
+    # the milestones move with the total, so a step-schedule run cannot be extended
+    longer = TrainConfig(**{**config.__dict__, "epochs": 6})
+    with pytest.raises(CheckpointError, match="epochs=4"):
+        train(longer, tmp_path / "a", data_root=data_root, resume=True, progress=False,
+              log=lambda m: None)
+
+
+def test_cli_lr_schedule_choices_match_the_table():
+    from hqcnn_qiskit.cli import build_parser
+    from hqcnn_qiskit.train import LR_SCHEDULES
+
+    train_parser = build_parser()._subparsers._group_actions[0].choices["train"]
+    action = next(a for a in train_parser._actions if a.dest == "lr_schedule")
+    assert tuple(action.choices) == tuple(LR_SCHEDULES)
+
+
 def test_classical_twin_trains(tmp_path, data_root, capsys):
     code = main(["train", "--dataset", "breastmnist", "--model", "classical", "--epochs", "1",
                  "--augment", "--weight-decay", "1e-4",
