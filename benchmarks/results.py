@@ -268,19 +268,28 @@ def _recipe_table(out: Path, dataset: str, recipes: list[str], seeds: list[int],
               "The test columns were not used for the choice; they are shown so the reader can "
               "judge it, and differences smaller than the standard deviations are noise. "
               + RECIPE_HISTORY), "",
-             "| recipe | settings | val AUC | val ACC | test AUC | test ACC | seeds |",
-             "|---|---|---|---|---|---|---|"]
+             "| recipe | settings | val AUC | val ACC | test AUC | test ACC | seeds | selected epochs |",
+             "|---|---|---|---|---|---|---|---|"]
+    notes = []
     for recipe in recipes:
         runs = _runs(out, dataset, recipe, "hqcnn", seeds)
         settings = ", ".join(f"{k}={v}" for k, v in RECIPES[recipe].items()) or "—"
         if not runs:
-            lines.append(f"| {recipe} | {settings} | not run | | | | 0 |")
+            lines.append(f"| {recipe} | {settings} | not run | | | | 0 | |")
             continue
         cols = [_fmt([m[split][metric] for m in runs])
                 for split in ("val", "test") for metric in ("auc", "acc")]
         name = f"**{recipe}**" if recipe == chosen else recipe
-        lines.append(f"| {name} | {settings} | {' | '.join(cols)} | {len(runs)} |")
-    return lines + [""]
+        selected = ", ".join(str(m["best_epoch"]) for m in runs)
+        lines.append(f"| {name} | {settings} | {' | '.join(cols)} | {len(runs)} | {selected} |")
+        drop = next((h["epoch"] for h in runs[0]["history"]
+                     if h.get("lr", runs[0]["config"]["lr"]) < runs[0]["config"]["lr"]), None)
+        if drop is not None:
+            notes.append(f"`{recipe}` lowers the learning rate from epoch {drop} on; before that "
+                         "its checkpoints are those of the same recipe at a constant rate (same "
+                         "seed, same batches); the selected epochs show whether the lower rate "
+                         "was ever chosen.")
+    return [*lines, "", *(part for note in notes for part in (note, ""))]
 
 
 def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[str],

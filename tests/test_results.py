@@ -64,6 +64,21 @@ def test_cell_settings_and_old_cells(tmp_path):
         finished(step, {"epochs": 120, "lr_schedule": "step"})
 
 
+def test_recipe_table_shows_selected_epochs_and_the_first_rate_drop(tmp_path):
+    for seed, best in enumerate([2, 4]):
+        folder = results._cell(tmp_path, "breastmnist", "medmnist_v2", "hqcnn", seed)
+        folder.mkdir(parents=True)
+        history = [{"epoch": e, "lr": 1e-3 if e < 3 else 1e-4} for e in range(1, 5)]
+        (folder / "metrics.json").write_text(json.dumps({
+            "best_epoch": best, "val": {"auc": 0.9, "acc": 0.8}, "test": {"auc": 0.8, "acc": 0.7},
+            "history": history, "config": {"lr": 1e-3}}))
+    text = "\n".join(results._recipe_table(tmp_path, "breastmnist", ["plain", "medmnist_v2"],
+                                           [0, 1], "medmnist_v2"))
+    assert "| plain | — | not run |" in text
+    assert "| **medmnist_v2** | epochs=100, lr_schedule=step |" in text and "| 2 | 2, 4 |" in text
+    assert "lowers the learning rate from epoch 3 on" in text
+
+
 def test_protocol_runs_resumes_and_writes_report(tmp_path, data_root, capsys):
     argv = ["--data-root", str(data_root), "--datasets", "breastmnist", "--seeds", "0", "0",
             "--epochs", "breastmnist=1", "--recipes", "plain", "augment", "--rows", "classical",
