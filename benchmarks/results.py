@@ -366,9 +366,14 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
             checks = [(f"{name} ≥ {goal:.2f}", mean, mean >= goal)
                       for name, goal, mean in zip(("AUC", "ACC"), TARGETS[dataset],
                                                   (_mean_std(q[0])[0], _mean_std(q[1])[0]))]
+            n = _runs(out, dataset, recipe, "hqcnn", seeds)[0]["test"]["n"]
+            acc = _mean_std(q[1])[0]
             lines += ["", "Targets (HQCNN, mean of the seeds): " + "; ".join(
                 f"{label}: {mean:.3f}, **{'met' if ok else 'missed'}**" for label, mean, ok in checks
-            ) + "."]
+            ) + f". Scale: on these {n} test images one image is {100 / n:.1f} points of ACC, "
+                "and the sampling error of one run's ACC (binomial) is about "
+                f"±{100 * (acc * (1 - acc) / n) ** 0.5:.1f} points; the seeds share the images, "
+                "so their mean does not average that error away."]
         if noise.get(dataset):
             evals = noise[dataset]["evals"]
             lines += ["", "### Noise study", "",
