@@ -56,7 +56,8 @@ RECIPES = {
     "plain": {},
     "augment": {"augment": True},
     "augment_wd": {"augment": True, "weight_decay": 1e-4},
-    # how MedMNIST v2 trained the baselines quoted below: 100 epochs, lr x0.1 at epochs 50 and 75
+    # how MedMNIST v2 trained the baselines quoted below: 100 epochs, lr x0.1 after epochs 50
+    # and 75 (from epochs 51 and 76 on, counting from 1)
     "medmnist_v2": {"epochs": 100, "lr_schedule": "step"},
 }
 # How the recipes came about, stated in the report: the choice among them is made on the
@@ -273,13 +274,14 @@ def _recipe_table(out: Path, dataset: str, recipes: list[str], seeds: list[int],
     notes = []
     for recipe in recipes:
         runs = _runs(out, dataset, recipe, "hqcnn", seeds)
-        settings = ", ".join(f"{k}={v}" for k, v in RECIPES[recipe].items()) or "—"
+        settings = ", ".join(f"{k}={v}" for k, v in RECIPES[recipe].items() if k != "epochs")
         if not runs:
-            lines.append(f"| {recipe} | {settings} | not run | | | | 0 | |")
+            lines.append(f"| {recipe} | {settings or '—'} | not run | | | | 0 | |")
             continue
         cols = [_fmt([m[split][metric] for m in runs])
                 for split in ("val", "test") for metric in ("auc", "acc")]
         name = f"**{recipe}**" if recipe == chosen else recipe
+        settings = ", ".join([f"epochs={runs[0]['config']['epochs']}", *filter(None, [settings])])
         selected = ", ".join(str(m["best_epoch"]) for m in runs)
         lines.append(f"| {name} | {settings} | {' | '.join(cols)} | {len(runs)} | {selected} |")
         drop = next((h["epoch"] for h in runs[0]["history"]
@@ -411,6 +413,8 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hqcnn_qiskit.cli import _positive_int as count
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=os.environ.get("HQCNN_DATA_ROOT"))
     parser.add_argument("--out", default=str(REPO / "runs" / "results"))
@@ -424,16 +428,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", nargs="+", default=[], metavar="DATASET=N",
                         help="epochs per dataset, for every recipe (defaults: the recipe's "
                              "own, else breastmnist=60, pneumoniamnist=30, else 20)")
-    parser.add_argument("--jobs", type=int, default=2, help="cells trained in parallel")
-    parser.add_argument("--noise-limit", type=int, default=None,
+    parser.add_argument("--jobs", type=count, default=2, help="cells trained in parallel")
+    parser.add_argument("--noise-limit", type=count, default=None,
                         help="test images for the noisy evaluations (default: the whole split)")
-    parser.add_argument("--noisy-train-limit", type=int, default=None,
+    parser.add_argument("--noisy-train-limit", type=count, default=None,
                         help="training images for the HQCNN trained on aer_noisy (default: all)")
-    parser.add_argument("--noisy-train-epochs", type=int, default=None,
+    parser.add_argument("--noisy-train-epochs", type=count, default=None,
                         help="epochs of that run (default: the same as the exact HQCNN)")
-    parser.add_argument("--limit-train", type=int, default=None, metavar="N",
+    parser.add_argument("--limit-train", type=count, default=None, metavar="N",
                         help="train every cell on a fixed subset of N images (smoke runs)")
-    parser.add_argument("--limit-eval", type=int, default=None, metavar="N",
+    parser.add_argument("--limit-eval", type=count, default=None, metavar="N",
                         help="validate and test every cell on fixed subsets of N images")
     parser.add_argument("--no-verify", action="store_true",
                         help="skip the MD5 check of the dataset files (your own files)")

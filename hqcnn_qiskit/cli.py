@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=128)
     p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--lr-schedule", default="constant", choices=("constant", "step"),
-                   help="step: lr x0.1 after 50%% and 75%% of the epochs (MedMNIST v2)")
+                   help="step: lr x0.1 from half and from three quarters of the epochs on "
+                        "(MedMNIST v2)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--augment", action="store_true",
                    help="randomly shift (up to 2 px) and mirror training images")

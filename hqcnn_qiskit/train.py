@@ -56,8 +56,9 @@ class TrainConfig:
         seed: Seeds weights, dropout, shuffling and shot sampling.
         batch_size: Training batch size.
         lr: Adam learning rate.
-        lr_schedule: ``"constant"``, or ``"step"``: the rate is multiplied by 0.1 after half
-            and after three quarters of the epochs (MedMNIST v2's schedule).
+        lr_schedule: ``"constant"``, or ``"step"``: the rate is multiplied by 0.1 from
+            0-based epoch ⌈E/2⌉ on and again from ⌈3E/4⌉ on, for ``E`` epochs in total
+            (MedMNIST v2's schedule, which trained for E = 100).
         weight_decay: Adam weight decay.
         augment: Randomly shift (up to 2 px) and mirror each training image every epoch.
         limit_train: Train on a fixed subset of this many images.
@@ -182,6 +183,10 @@ def train(
         clash = [k for k in _IDENTITY if getattr(saved, k) != getattr(config, k)]
         if LR_SCHEDULES[config.lr_schedule][0] and saved.epochs != config.epochs:
             clash.append("epochs")  # the schedule's milestones move with the total
+        if int(state["epoch"]) + 1 > config.epochs:
+            raise CheckpointError(f"{out / 'last.pt'} has already trained "
+                                  f"{int(state['epoch']) + 1} epochs, more than the "
+                                  f"{config.epochs} this run asks for")
         if clash:
             k = clash[0]
             raise CheckpointError(

@@ -32,6 +32,13 @@ def test_recipe_is_chosen_on_validation_auc_not_test(tmp_path):
     assert results.choose_recipe(tmp_path, "breastmnist", ["augment_wd", "plain"], [0, 1]) == "plain"
 
 
+@pytest.mark.parametrize("flag", ["--noisy-train-epochs", "--noise-limit", "--jobs"])
+def test_counts_must_be_positive(flag, capsys):
+    with pytest.raises(SystemExit):
+        results.main([flag, "0"])
+    assert f"argument {flag}: expected a positive number, got 0" in capsys.readouterr().err
+
+
 def test_cell_settings_and_old_cells(tmp_path):
     from hqcnn_qiskit.data import DatasetSpec
     from hqcnn_qiskit.train import TrainConfig
@@ -71,11 +78,12 @@ def test_recipe_table_shows_selected_epochs_and_the_first_rate_drop(tmp_path):
         history = [{"epoch": e, "lr": 1e-3 if e < 3 else 1e-4} for e in range(1, 5)]
         (folder / "metrics.json").write_text(json.dumps({
             "best_epoch": best, "val": {"auc": 0.9, "acc": 0.8}, "test": {"auc": 0.8, "acc": 0.7},
-            "history": history, "config": {"lr": 1e-3}}))
+            "history": history, "config": {"lr": 1e-3, "epochs": 4}}))
     text = "\n".join(results._recipe_table(tmp_path, "breastmnist", ["plain", "medmnist_v2"],
                                            [0, 1], "medmnist_v2"))
     assert "| plain | — | not run |" in text
-    assert "| **medmnist_v2** | epochs=100, lr_schedule=step |" in text and "| 2 | 2, 4 |" in text
+    # the epochs the runs had (here 4, as with --epochs), not the recipe's default of 100
+    assert "| **medmnist_v2** | epochs=4, lr_schedule=step |" in text and "| 2 | 2, 4 |" in text
     assert "lowers the learning rate from epoch 3 on" in text
 
 

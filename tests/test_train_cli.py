@@ -81,6 +81,9 @@ def test_resume_is_exact(tmp_path, data_root, augment):
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(CheckpointError, match="already trained 2 epochs, more than the 1"):
+        train(first, tmp_path / "a", data_root=data_root, resume=True, progress=False,
+              log=lambda m: None)
     if augment:  # the augmented run really saw other images than the plain one
         plain = TrainConfig(**{**config.__dict__, "augment": False})
         other = train(plain, tmp_path / "c", data_root=data_root, progress=False,
