@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import CheckpointError, first_line
+from .errors import CheckpointError
 
 __all__ = [
     "seed_everything",
@@ -100,12 +100,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         CheckpointError: Missing, unreadable, or not an hqcnn-qiskit checkpoint.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass a checkpoint in it, e.g. {path / 'best.pt'}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors alike
-        raise CheckpointError(f"{path} is not a readable checkpoint ({first_line(exc)[:200]})") from None
+        # torch's own text can advise loading unsafely; we never do, so it is not repeated
+        raise CheckpointError(f"{path} is not a readable checkpoint (damaged, truncated or "
+                              f"another kind of file; {type(exc).__name__})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an hqcnn-qiskit checkpoint")
     return payload

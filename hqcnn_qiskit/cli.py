@@ -33,14 +33,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _float(text: str, *, zero: bool) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    if not (value >= 0 if zero else value > 0) or math.isinf(value):
+        kind = "zero or a positive number" if zero else "a positive number"
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {text}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _float(text, zero=False)
+
+
+def _non_negative_float(text: str) -> float:
+    return _float(text, zero=True)
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -72,12 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backend profile name or .toml path (see `hqcnn-qiskit backends`)")
     p.add_argument("--epochs", type=_positive_int, default=30)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=_positive_int, default=128)
+    p.add_argument("--batch-size", type=_positive_int, default=128, help="at least 2")
     p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--lr-schedule", default="constant", choices=("constant", "step"),
                    help="step: lr x0.1 from half and from three quarters of the epochs on "
                         "(MedMNIST v2)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
     p.add_argument("--augment", action="store_true",
                    help="randomly shift (up to 2 px) and mirror training images")
     p.add_argument("--layers", type=_positive_int, default=1, help="U3 + CNOT-ring repetitions")
@@ -140,8 +149,10 @@ def _train(args) -> int:
     from .profiles import load_profile
     from .train import TrainConfig, train
 
-    if args.model == "hqcnn":
-        load_profile(args.backend)  # fail before loading data
+    load_profile(args.backend)  # fail before loading data, a typo included
+    if args.model == "classical" and args.backend != "aer_ideal":
+        print(f"note: the classical twin has no circuit; --backend {args.backend} is not used",
+              file=sys.stderr)
     config = TrainConfig(
         dataset=DatasetSpec(args.dataset, args.size, tuple(args.positive)),
         model=args.model, backend=args.backend, epochs=args.epochs, seed=args.seed,
@@ -168,6 +179,12 @@ def _evaluate(args) -> int:
     result = evaluate_checkpoint(args.checkpoint, split=args.split, backend=args.backend,
                                  data_root=args.data_root, limit=args.limit,
                                  verify=not args.no_verify, progress=not args.no_progress)
+    if args.backend and result["backend"].startswith("none"):
+        print(f"note: {args.checkpoint} is the classical twin; --backend {args.backend} is not "
+              "used", file=sys.stderr)
+    if math.isnan(result["auc"]):
+        print(f"note: AUC is undefined: the {result['n']} images hold one class only",
+              file=sys.stderr)
     if args.json:
         print(json.dumps({k: result[k] for k in ("acc", "auc", "n", "split", "backend", "dataset")}))
     else:

@@ -245,7 +245,9 @@ def load_split(
     try:
         images, labels = _read(spec.flag, spec.size, split, str(folder), path.stat().st_mtime)
     except Exception as exc:  # noqa: BLE001 - medmnist raises many kinds on bad files
-        raise DataError(f"{path} is not a readable MedMNIST file: {first_line(exc)}") from None
+        reason = ("it holds pickled objects, which are never loaded" if "pickle" in str(exc)
+                  else first_line(exc))
+        raise DataError(f"{path} is not a readable MedMNIST file: {reason}") from None
     expected = spec.info["n_samples"][split]
     if len(images) != expected or len(labels) != len(images):
         raise DataError(

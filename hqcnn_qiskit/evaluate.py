@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint
 from .data import DatasetSpec, load_split
-from .errors import CheckpointError, first_line
+from .errors import CheckpointError, DataError, first_line
 from .model import HQCNN, ModelConfig
 
 __all__ = ["predict", "compute_metrics", "evaluate_model", "load_checkpoint_model", "evaluate_checkpoint"]
@@ -38,12 +39,18 @@ def predict(
 def compute_metrics(spec: DatasetSpec, labels: torch.Tensor, scores: np.ndarray) -> dict:
     """ACC and AUC with medmnist's evaluator functions for the spec's task."""
     from medmnist.evaluator import getACC, getAUC
+    from sklearn.exceptions import UndefinedMetricWarning
 
     y_true = labels.numpy()
+    if len(y_true) < 2:
+        raise DataError("ACC and AUC need at least 2 images")
     if not spec.multilabel:
         y_true = y_true.reshape(-1, 1)
     task = spec.task
-    return {"acc": float(getACC(y_true, scores, task)), "auc": float(getAUC(y_true, scores, task))}
+    with warnings.catch_warnings():  # a one-class subset: AUC is nan, said by the caller
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        return {"acc": float(getACC(y_true, scores, task)),
+                "auc": float(getAUC(y_true, scores, task))}
 
 
 def evaluate_model(model: HQCNN, spec: DatasetSpec, dataset: TensorDataset, *, batch_size: int = 256,

@@ -15,7 +15,7 @@ from pathlib import Path
 from .errors import BackendError
 
 __all__ = ["BackendProfile", "MitigationSettings", "load_profile", "list_profiles", "KINDS",
-           "ENGINES"]
+           "ENGINES", "SLOW_TO_TRAIN"]
 
 #: What each ``kind`` means; backends.py turns each into an object.
 KINDS = {
@@ -24,6 +24,10 @@ KINDS = {
     "runtime_local": "qiskit-ibm-runtime local testing mode on a fake device",
     "runtime": "IBM Quantum hardware through qiskit-ibm-runtime",
 }
+
+#: Kinds that run each circuit through the device path: fine to evaluate or infer on, but every
+#: training step runs 2 x 26 parameter-shift circuits per image through it (seconds per image).
+SLOW_TO_TRAIN = frozenset({"runtime_local", "runtime"})
 
 
 #: Simulators of kind ``"aer"`` (profile field ``engine``); the first is the default.

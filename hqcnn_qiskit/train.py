@@ -32,6 +32,7 @@ from .data import DatasetSpec, augment_batch, load_split
 from .errors import CheckpointError, ConfigError
 from .evaluate import evaluate_model
 from .model import HQCNN, ModelConfig, count_parameters
+from .profiles import SLOW_TO_TRAIN
 
 __all__ = ["TrainConfig", "train"]
 
@@ -87,9 +88,14 @@ class TrainConfig:
     angle_norm: bool = True
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.epochs < 1:
+            raise ConfigError("--epochs must be at least 1")
+        if self.batch_size < 2:  # batch statistics (BatchNorm) need two images
+            raise ConfigError("--batch-size must be at least 2")
+        if self.limit_train is not None and self.limit_train < 2:
+            raise ConfigError("--limit-train must be at least 2")
+        if not self.weight_decay >= 0:
+            raise ConfigError("--weight-decay must be zero or positive")
         if not self.lr > 0:
             raise ConfigError("--lr must be positive")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -129,6 +135,15 @@ def _check_writable(out: Path) -> None:
             pass
     except OSError as exc:
         raise ConfigError(f"cannot write to run folder {out}: {exc.strerror or exc}") from None
+
+
+def _batches(n: int, size: int) -> list[slice]:
+    """Consecutive batches of ``size``; a last batch of a single image joins the one before
+    (BatchNorm cannot normalise one image)."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [slice(a, b) for a, b in zip(starts, [*starts[1:], n])]
 
 
 def _loss_fn(spec: DatasetSpec) -> nn.Module:
@@ -177,6 +192,9 @@ def train(
     spec = config.dataset
 
     state = None
+    if not resume and (out / "last.pt").exists():
+        raise ConfigError(f"{out} already holds a run (last.pt): pass --resume to continue it, "
+                          "or choose another --out")
     if resume:
         state = load_checkpoint(out / "last.pt")
         saved = TrainConfig.from_dict(state["train_config"])
@@ -210,6 +228,10 @@ def train(
         f"{counts['classical']} classical parameters; backend {backend_info.get('name')}; "
         f"train/val/test {len(train_set)}/{len(val_set)}/{len(test_set)}"
     )
+    if backend_info.get("kind") in SLOW_TO_TRAIN:
+        log(f"note: training on {backend_info['name']} runs every parameter-shift circuit "
+            "through the device path, seconds per image per step; the usual route is to train "
+            "on aer_noisy and evaluate or infer here")
     if "qubits" in backend_info:
         log(
             f"circuit on {backend_info.get('device')}: physical qubits {backend_info['qubits']}, "
@@ -233,7 +255,9 @@ def train(
         best = dict(state["best"])
         start_epoch = int(state["epoch"]) + 1
         elapsed = float(state.get("elapsed", 0.0))
-        log(f"resuming {out} at epoch {start_epoch + 1}/{config.epochs}")
+        log(f"resuming {out} at epoch {start_epoch + 1}/{config.epochs}"
+            if start_epoch < config.epochs else
+            f"{out} has trained all {config.epochs} epochs; testing its best checkpoint again")
 
     loss_fn = _loss_fn(spec)
     images, labels = train_set.tensors
@@ -245,10 +269,10 @@ def train(
             group["lr"] = lr
         order = torch.randperm(len(images), generator=shuffle)
         total, seen = 0.0, 0
-        bar = tqdm(range(0, len(order), config.batch_size), disable=not progress, unit="batch",
+        bar = tqdm(_batches(len(order), config.batch_size), disable=not progress, unit="batch",
                    desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
-        for start in bar:
-            idx = order[start : start + config.batch_size]
+        for batch_slice in bar:
+            idx = order[batch_slice]
             optimizer.zero_grad(set_to_none=True)
             batch = augment_batch(images[idx], shuffle) if config.augment else images[idx]
             loss = loss_fn(model(batch), labels[idx])
@@ -264,7 +288,9 @@ def train(
         record = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_acc": val["acc"],
                   "val_auc": val["auc"], "lr": lr, "seconds": seconds}
         history.append(record)
-        improved = val["auc"] > best["auc"]
+        # an undefined AUC (a one-class subset) never beats a number, but the first epoch is
+        # always kept so that best.pt exists
+        improved = best["epoch"] < 0 or val["auc"] > best["auc"]
         if improved:
             best = {"epoch": epoch + 1, "auc": val["auc"], "acc": val["acc"]}
         payload = {

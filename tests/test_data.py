@@ -66,6 +66,11 @@ def test_md5_mismatch_and_corrupt_file(tmp_path, data_root):
         load_split(DatasetSpec("breastmnist"), "train", root=broken, verify=False)
     with pytest.raises(DataError, match="md5"):
         load_split(DatasetSpec("breastmnist"), "train", root=broken)
+    # an object array is never unpickled, and the message does not suggest doing so
+    np.savez(broken / "breastmnist.npz", train_images=np.array([object()], dtype=object))
+    with pytest.raises(DataError, match="pickled objects, which are never loaded") as info:
+        load_split(DatasetSpec("breastmnist"), "train", root=broken, verify=False)
+    assert "allow_pickle" not in str(info.value)
 
 
 def test_unknown_dataset_split_size_and_3d():

@@ -124,6 +124,21 @@ def test_step_schedule_resumes_exactly_after_a_crash(tmp_path, data_root):
               log=lambda m: None)
 
 
+def test_training_on_the_device_path_says_it_is_slow(tmp_path, data_root):
+    config = TrainConfig(dataset=DatasetSpec("breastmnist"), backend="fake_brisbane", epochs=1,
+                         batch_size=2, limit_train=2, limit_eval=2)
+    notes = []
+
+    def stop_at_first_step(msg):  # the note comes before any circuit runs; stop there
+        if msg.startswith("circuit on"):
+            raise _Crash
+        notes.append(msg)
+    with pytest.raises(_Crash):
+        train(config, tmp_path, data_root=data_root, progress=False, log=stop_at_first_step)
+    assert any("note: training on fake_brisbane runs every parameter-shift circuit" in n
+               for n in notes)
+
+
 def test_cli_lr_schedule_choices_match_the_table():
     from hqcnn_qiskit.cli import build_parser
     from hqcnn_qiskit.train import LR_SCHEDULES
@@ -135,9 +150,10 @@ def test_cli_lr_schedule_choices_match_the_table():
 
 def test_classical_twin_trains(tmp_path, data_root, capsys):
     code = main(["train", "--dataset", "breastmnist", "--model", "classical", "--epochs", "1",
-                 "--augment", "--weight-decay", "1e-4",
+                 "--augment", "--weight-decay", "1e-4", "--backend", "aer_noisy",
                  "--data-root", str(data_root), "--out", str(tmp_path), *SMALL])
     assert code == 0
+    assert "the classical twin has no circuit; --backend aer_noisy is not used" in capsys.readouterr().err
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["parameters"]["quantum"] == 0 and metrics["parameters"]["classical"] > 0
     assert metrics["config"]["augment"] is True and metrics["config"]["weight_decay"] == 1e-4
@@ -152,9 +168,19 @@ def test_classical_twin_trains(tmp_path, data_root, capsys):
         (["train", "--dataset", "breastmnist", "--epochs", "0", "--out", "X"], "positive"),
         (["evaluate", "--checkpoint", "X", "--split", "dev"], "invalid choice"),
         (["evaluate", "--checkpoint", "nowhere.pt"], "does not exist"),
+        (["evaluate", "--checkpoint", "X"], "is a folder; pass a checkpoint in it"),
+        (["train", "--dataset", "breastmnist", "--weight-decay", "-1", "--out", "X"],
+         "expected zero or a positive number, got -1"),
+        (["train", "--dataset", "breastmnist", "--batch-size", "1", "--out", "X"],
+         "--batch-size must be at least 2"),
+        (["train", "--dataset", "breastmnist", "--limit-train", "1", "--out", "X"],
+         "--limit-train must be at least 2"),
+        (["train", "--dataset", "breastmnist", "--model", "classical", "--backend", "aer_nosiy",
+          "--out", "X"], "unknown backend"),  # a typo is caught even where it is not used
     ],
 )
 def test_user_errors_are_one_line(args, needle, tmp_path):
+    (tmp_path / "run").mkdir()
     args = [str(tmp_path / "run") if a == "X" else a for a in args]
     result = run_cli(*args)
     assert result.returncode != 0
@@ -192,6 +218,64 @@ def test_checkpoint_from_another_model_or_task(trained, tmp_path, data_root):
     save_checkpoint(tmp_path / "other.pt", {k: v for k, v in payload.items() if k != "format"})
     result = run_cli("evaluate", "--checkpoint", tmp_path / "other.pt", "--data-root", data_root)
     assert result.returncode == 1 and "do not fit" in result.stderr
+
+
+def test_a_finished_run_is_not_overwritten_by_mistake(trained, data_root):
+    out, _ = trained
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    result = run_cli("train", "--dataset", "breastmnist", "--epochs", 2, "--seed", 1,
+                     "--data-root", data_root, "--out", out, *SMALL)
+    assert result.returncode == 1 and "already holds a run (last.pt): pass --resume" in result.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    # --resume on the finished run trains nothing and says so
+    result = run_cli("train", "--dataset", "breastmnist", "--epochs", 2, "--seed", 1,
+                     "--data-root", data_root, "--out", out, "--resume", *SMALL)
+    assert result.returncode == 0 and "has trained all 2 epochs" in result.stderr
+    assert (out / "last.pt").stat().st_mtime_ns == before["last.pt"]
+
+
+def test_uneven_batches_never_leave_one_image(tmp_path, data_root):
+    from hqcnn_qiskit.train import _batches
+
+    for n, size in [(546, 109), (546, 5), (65, 64), (4708, 3), (100, 10), (7, 7), (2, 128)]:
+        sizes = [b.stop - b.start for b in _batches(n, size)]
+        assert sum(sizes) == n and min(sizes) >= 2 and max(sizes) <= size + 1
+    # 65 images in batches of 64: the 65th joins the first batch instead of crashing BatchNorm
+    result = run_cli("train", "--dataset", "breastmnist", "--epochs", 1, "--limit-train", 65,
+                     "--limit-eval", 32, "--batch-size", 64, "--no-progress",
+                     "--data-root", data_root, "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+
+
+def test_metrics_need_two_images_and_say_when_auc_is_undefined(trained, data_root):
+    import warnings
+
+    from hqcnn_qiskit.errors import DataError
+    from hqcnn_qiskit.evaluate import compute_metrics
+
+    spec = DatasetSpec("breastmnist")
+    with pytest.raises(DataError, match="at least 2 images"):
+        compute_metrics(spec, torch.tensor([1]), torch.tensor([[0.2, 0.8]]).numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no sklearn warning leaks to the user
+        one_class = compute_metrics(spec, torch.tensor([1, 1]),
+                                    torch.tensor([[0.2, 0.8], [0.6, 0.4]]).numpy())
+    assert one_class["acc"] == 0.5 and one_class["auc"] != one_class["auc"]  # nan
+    out, _ = trained
+    result = run_cli("evaluate", "--checkpoint", out / "best.pt", "--limit", 1,
+                     "--data-root", data_root, "--no-progress")
+    assert result.returncode == 1 and "at least 2 images" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreadable_checkpoints_never_suggest_unsafe_loading(trained, tmp_path):
+    out, _ = trained
+    truncated = tmp_path / "cut.pt"
+    truncated.write_bytes((out / "best.pt").read_bytes()[:5000])
+    for path in (truncated, out / "metrics.json"):
+        result = run_cli("evaluate", "--checkpoint", path)
+        assert result.returncode == 1 and "is not a readable checkpoint (damaged" in result.stderr
+        assert "weights_only" not in result.stderr and len(result.stderr.splitlines()) == 1
 
 
 def test_failed_save_keeps_previous_checkpoint(tmp_path):
