@@ -92,8 +92,9 @@ class TrainConfig:
             raise ConfigError("--epochs must be at least 1")
         if self.batch_size < 2:  # batch statistics (BatchNorm) need two images
             raise ConfigError("--batch-size must be at least 2")
-        if self.limit_train is not None and self.limit_train < 2:
-            raise ConfigError("--limit-train must be at least 2")
+        for name in ("limit_train", "limit_eval"):  # BatchNorm in training, AUC in evaluation
+            if getattr(self, name) is not None and getattr(self, name) < 2:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 2")
         if not self.weight_decay >= 0:
             raise ConfigError("--weight-decay must be zero or positive")
         if not self.lr > 0:

@@ -175,6 +175,8 @@ def test_classical_twin_trains(tmp_path, data_root, capsys):
          "--batch-size must be at least 2"),
         (["train", "--dataset", "breastmnist", "--limit-train", "1", "--out", "X"],
          "--limit-train must be at least 2"),
+        (["train", "--dataset", "breastmnist", "--limit-eval", "1", "--out", "X"],
+         "--limit-eval must be at least 2"),
         (["train", "--dataset", "breastmnist", "--model", "classical", "--backend", "aer_nosiy",
           "--out", "X"], "unknown backend"),  # a typo is caught even where it is not used
     ],
