@@ -10,9 +10,20 @@ Public API (the CLI is a thin layer over these):
 """
 
 from .errors import BackendError, CheckpointError, ConfigError, DataError, HQCNNError
-from .model import HQCNN, ModelConfig, count_parameters, get_model, hqcnn_circuit, list_models
 
 __version__ = "0.1.0"
+
+# Imported on first use, so that the command line starts without loading torch and qiskit.
+_FROM_MODEL = ("HQCNN", "ModelConfig", "count_parameters", "get_model", "hqcnn_circuit",
+               "list_models")
+
+
+def __getattr__(name: str):
+    if name in _FROM_MODEL:
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "HQCNN",

@@ -299,6 +299,18 @@ def test_help_on_every_command():
         assert result.returncode == 0 and "usage:" in result.stdout
 
 
+def test_package_import_is_light_and_lazy_names_work():
+    code = ("import sys, hqcnn_qiskit; light = 'qiskit' not in sys.modules; "
+            "from hqcnn_qiskit import HQCNN, list_models; print(light, HQCNN.__name__, list_models())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.split() == ["True", "HQCNN", "['hqcnn',", "'classical']"], result.stderr
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        import hqcnn_qiskit
+
+        hqcnn_qiskit.nothing  # noqa: B018
+
+
 def test_installed_package_ships_every_profile():
     from conftest import REPO
 
