@@ -328,9 +328,9 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
                   f"### Results with recipe `{recipe}`", "",
                   "| row | test AUC | test ACC | seeds | quantum params | classical params | train time / seed |",
                   "|---|---|---|---|---|---|---|"]
-        summary = {}
+        summary, runs_of = {}, {}
         for row, spec in ROWS.items():
-            runs = _runs(out, dataset, recipe, row, seeds)
+            runs = runs_of[row] = _runs(out, dataset, recipe, row, seeds)
             aucs = [m["test"]["auc"] for m in runs]
             accs = [m["test"]["acc"] for m in runs]
             summary[row] = (aucs, accs)
@@ -365,11 +365,10 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
             lines += ["", f"Verdict on test AUC: {verdict} (mean HQCNN {dq[0]:.3f}, twin "
                           f"{dc[0]:.3f}, difference {diff:+.3f}, larger std {spread:.3f})."]
         if dataset in TARGETS and q[0]:
+            means = (_mean_std(q[0])[0], _mean_std(q[1])[0])
             checks = [(f"{name} ≥ {goal:.2f}", mean, mean >= goal)
-                      for name, goal, mean in zip(("AUC", "ACC"), TARGETS[dataset],
-                                                  (_mean_std(q[0])[0], _mean_std(q[1])[0]))]
-            n = _runs(out, dataset, recipe, "hqcnn", seeds)[0]["test"]["n"]
-            acc = _mean_std(q[1])[0]
+                      for name, goal, mean in zip(("AUC", "ACC"), TARGETS[dataset], means)]
+            n, acc = runs_of["hqcnn"][0]["test"]["n"], means[1]
             lines += ["", "Targets (HQCNN, mean of the seeds): " + "; ".join(
                 f"{label}: {mean:.3f}, **{'met' if ok else 'missed'}**" for label, mean, ok in checks
             ) + f". Scale: on these {n} test images one image is {100 / n:.1f} points of ACC, "
