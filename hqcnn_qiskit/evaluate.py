@@ -16,6 +16,7 @@ from .checkpoint import load_checkpoint
 from .data import DatasetSpec, load_split
 from .errors import CheckpointError, DataError, first_line
 from .model import HQCNN, ModelConfig
+from .profiles import eval_batch_size
 
 __all__ = ["predict", "compute_metrics", "evaluate_model", "load_checkpoint_model", "evaluate_checkpoint"]
 
@@ -25,14 +26,22 @@ def predict(
     model: nn.Module, dataset: TensorDataset, *, batch_size: int = 256, multilabel: bool = False,
     progress: bool = False, desc: str = "predict",
 ) -> np.ndarray:
-    """Class probabilities (softmax), or label probabilities (sigmoid) for multi-label tasks."""
+    """Class probabilities (softmax), or label probabilities (sigmoid) for multi-label tasks.
+
+    In eval mode each image's score does not depend on its batch: ``batch_size`` only sets how
+    often the progress bar (counted in images) advances. Shot-sampling backends draw their
+    samples per forward pass, so there the scores move within shot noise with the batching.
+    """
     model.eval()
     images = dataset.tensors[0]
     scores = []
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress,
-                      leave=False, unit="batch"):
-        logits = model(images[start : start + batch_size])
-        scores.append(torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1))
+    with tqdm(total=len(images), desc=desc, disable=not progress, leave=False,
+              unit="image") as bar:
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            logits = model(batch)
+            scores.append(torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1))
+            bar.update(len(batch))
     return torch.cat(scores).double().numpy()
 
 
@@ -94,14 +103,22 @@ def load_checkpoint_model(path: str | os.PathLike, *, backend=None) -> tuple[HQC
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike, *, split: str = "test", backend: str | None = None,
     data_root: str | os.PathLike | None = None, limit: int | None = None, verify: bool = True,
-    batch_size: int = 256, progress: bool = True,
+    batch_size: int | None = None, progress: bool = True,
 ) -> dict:
     """Evaluate a checkpoint on an official split.
+
+    Args:
+        batch_size: Images per forward pass; by default the backend kind's
+            (:func:`~hqcnn_qiskit.profiles.eval_batch_size`: small where one pass takes
+            seconds per image, so that the progress bar moves).
 
     Returns:
         ``{"acc", "auc", "n", "split", "backend", "dataset", "checkpoint"}``.
     """
     model, payload = load_checkpoint_model(checkpoint, backend=backend)
+    if batch_size is None:
+        kind = model.quantum.backend.profile.kind if model.is_quantum else None
+        batch_size = eval_batch_size(kind)
     spec = DatasetSpec.from_dict(payload["train_config"]["dataset"])
     dataset = load_split(spec, split, root=data_root, limit=limit, verify=verify)
     metrics = evaluate_model(model, spec, dataset, batch_size=batch_size, progress=progress,

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -268,6 +269,73 @@ def test_metrics_need_two_images_and_say_when_auc_is_undefined(trained, data_roo
                      "--data-root", data_root, "--no-progress")
     assert result.returncode == 1 and "at least 2 images" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("model", ["classical", "hqcnn"])
+def test_batch_size_does_not_change_predictions(model):
+    from hqcnn_qiskit.evaluate import predict
+    from hqcnn_qiskit.model import HQCNN, ModelConfig
+
+    net = HQCNN(config=ModelConfig(model=model), backend="aer_ideal",
+                generator=torch.Generator().manual_seed(0))
+    images = torch.rand(37, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        net.train()(images[:16])  # BatchNorm running statistics away from their initial values
+    data = torch.utils.data.TensorDataset(images, torch.zeros(37, dtype=torch.long))
+    big = predict(net.train(), data, batch_size=256)  # predict switches to eval mode itself
+    small = predict(net.train(), data, batch_size=5)
+    assert big.shape == small.shape == (37, 2)
+    np.testing.assert_allclose(small, big, rtol=0, atol=1e-6)
+
+
+def test_progress_bar_counts_images(monkeypatch):
+    from tqdm import tqdm as real_tqdm
+
+    from hqcnn_qiskit import evaluate
+    from hqcnn_qiskit.model import HQCNN, ModelConfig
+
+    bars = []
+
+    class Recording(real_tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.steps = []
+            bars.append(self)
+
+        def update(self, n=1):
+            self.steps.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(evaluate, "tqdm", Recording)
+    net = HQCNN(config=ModelConfig(model="classical"))
+    data = torch.utils.data.TensorDataset(torch.rand(37, 1, 28, 28), torch.zeros(37))
+    evaluate.predict(net, data, batch_size=5, progress=True)
+    (bar,) = bars
+    assert bar.total == 37 and bar.unit == "image"
+    assert bar.steps == [5] * 7 + [2] and bar.n == 37
+
+
+def test_evaluate_uses_small_batches_on_slow_backends(trained, data_root, monkeypatch):
+    """fake_brisbane takes ~0.5 s per image plus ~3 s per forward pass: 256-image passes would
+    leave the progress bar still for minutes."""
+    from hqcnn_qiskit import evaluate
+
+    seen = {}
+
+    def fake_predict(model, dataset, *, batch_size, **kwargs):  # records, runs no circuit
+        seen[model.quantum.backend.name] = batch_size
+        return np.full((len(dataset.tensors[0]), 2), 0.5)
+
+    monkeypatch.setattr(evaluate, "predict", fake_predict)
+    out, _ = trained
+    for backend in ("aer_ideal", "aer_noisy", "fake_brisbane"):
+        evaluate.evaluate_checkpoint(out / "best.pt", backend=backend, data_root=data_root,
+                                     limit=4, progress=False)
+    assert seen["aer_ideal"] == seen["aer_noisy"] == 256
+    assert 1 <= seen["fake_brisbane"] <= 8
+    evaluate.evaluate_checkpoint(out / "best.pt", backend="fake_brisbane", data_root=data_root,
+                                 limit=4, progress=False, batch_size=3)
+    assert seen["fake_brisbane"] == 3  # an explicit batch size wins
 
 
 def test_unreadable_checkpoints_never_suggest_unsafe_loading(trained, tmp_path):
