@@ -31,12 +31,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-
-from .checkpoint import atomic_write, file_sha256
 from .errors import BackendError, CheckpointError, ConfigError, HQCNNError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy, torch and qiskit are imported inside the functions that use them: building the
+# command-line parser (``add_commands``) must not load them, so that ``--help`` is quick.
 
 __all__ = [
     "CONFIRM_ABOVE_SECONDS",
@@ -237,6 +240,8 @@ def _saved_circuit(run_dir: Path, train_backend: str | None, device_name: str, t
 
 def _rows(circuit, model, angles: np.ndarray) -> tuple[np.ndarray, dict]:
     """Parameter rows in ``circuit.parameters`` order, matched by name."""
+    import numpy as np
+
     q = model.quantum
     weights = dict(zip((p.name for p in q.weight_params),
                        q.connector.weight.detach().double().numpy().tolist()))
@@ -275,7 +280,10 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
         BackendError: Unknown profile or device, too few qubits, no account (not in dry run).
         DataError: The data does not match the checkpoint's dataset.
     """
+    import torch
+
     from .backends import get_backend
+    from .checkpoint import file_sha256
     from .data import DatasetSpec, load_split, subset_indices
     from .evaluate import load_checkpoint_model
     from .profiles import load_profile
@@ -438,6 +446,10 @@ def _submission_dir(plan: InferencePlan, submission: str) -> Path:
 
 def _save_inputs(plan: InferencePlan, submission: str) -> Path:
     """Write the head-side inputs before anything is submitted."""
+    import numpy as np
+
+    from .checkpoint import atomic_write
+
     folder = _submission_dir(plan, submission)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "inputs.npz",
@@ -482,6 +494,8 @@ def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stde
     Raises:
         ConfigError: A real-device submission above :data:`CONFIRM_ABOVE_SECONDS` without ``yes``.
     """
+    import numpy as np
+
     seconds = max(plan.estimate.get("seconds", 0.0), plan.estimate.get("quick_formula_seconds", 0.0))
     if plan.remote and seconds > CONFIRM_ABOVE_SECONDS and not yes:
         raise ConfigError(
@@ -532,6 +546,10 @@ def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stde
 
 
 def _save_result(folder: Path, part: int, evs: np.ndarray) -> None:
+    import numpy as np
+
+    from .checkpoint import atomic_write
+
     atomic_write(folder / f"result_{part}.npy", lambda fh: np.save(fh, evs))
 
 
@@ -602,6 +620,10 @@ def fetch_job(job_id: str, *, wait: bool = True, log: Log = _stderr) -> dict:
         HQCNNError: Unknown job id, a failed job (with the service's reason), a job not finished
             yet (``wait=False``), or a checkpoint that changed since submission.
     """
+    import numpy as np
+    import torch
+
+    from .checkpoint import atomic_write, file_sha256
     from .data import DatasetSpec
     from .evaluate import compute_metrics, load_checkpoint_model
 
@@ -668,6 +690,8 @@ def fetch_job(job_id: str, *, wait: bool = True, log: Log = _stderr) -> dict:
 
 def _collect(run_dir: Path, meta: dict, job_id: str, part: int, path: Path, *, wait: bool,
              log: Log) -> None:
+    import numpy as np
+
     from . import ibm
 
     service = ibm.get_service()

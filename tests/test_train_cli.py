@@ -379,6 +379,18 @@ def test_package_import_is_light_and_lazy_names_work():
         hqcnn_qiskit.nothing  # noqa: B018
 
 
+def test_building_the_parser_loads_no_heavy_module():
+    """``hqcnn-qiskit --help`` builds the whole parser (``infer`` and ``jobs`` included)."""
+    code = ("import sys, hqcnn_qiskit.cli as c; c.build_parser(); "
+            "print(*(m in sys.modules for m in ('torch', 'numpy', 'qiskit')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.split() == ["False", "False", "False"], result.stdout + result.stderr
+    help_all = subprocess.run([sys.executable, "-m", "hqcnn_qiskit.cli", "jobs", "--help"],
+                              capture_output=True, text=True, timeout=120)
+    assert help_all.returncode == 0 and "fetch" in help_all.stdout
+
+
 def test_installed_package_ships_every_profile():
     from conftest import REPO
 
