@@ -124,10 +124,11 @@ def _device_key(name: str | None) -> str:
 
 # Cost ------------------------------------------------------------------------------------------
 def _measurement_bases(observables) -> int:
-    from qiskit.quantum_info import SparsePauliOp
+    """How many circuits one parameter row costs: the bases the sampling estimator measures
+    (:func:`hqcnn_qiskit.measurement.measurement_bases`)."""
+    from .measurement import measurement_bases
 
-    total = SparsePauliOp.sum([SparsePauliOp(o) for o in observables]).simplify()
-    return len(total.group_commuting(qubit_wise=True))
+    return len(measurement_bases(list(observables)))
 
 
 def estimate_usage(circuit, target, *, rows: int, observables, shots: int, mitigation,
@@ -135,11 +136,12 @@ def estimate_usage(circuit, target, *, rows: int, observables, shots: int, mitig
     """QPU usage of ``rows`` parameter rows of ``circuit`` with IBM's baseline model.
 
     ``usage ≈ jobs x 2 s + (rep_delay + circuit length) x executions``, where executions =
-    rows x measurement bases (qubit-wise commuting groups of the observables) x shots x ZNE noise
-    factors, plus, with readout mitigation (TREX), one calibration circuit's shots per basis
-    (assumed). Circuit length is the ISA circuit's scheduled duration plus one measurement and
-    one qubit initialisation (a reset's duration). Twirling spreads the shots over
-    randomizations without adding executions. Assumes one sub-job per job.
+    rows x measurement bases (the qubit-wise commuting groups the local sampling estimator
+    measures, :func:`hqcnn_qiskit.measurement.measurement_bases`) x shots x ZNE noise factors,
+    plus, with readout mitigation (TREX), one calibration circuit's shots per basis (assumed).
+    Circuit length is the ISA circuit's scheduled duration plus one measurement and one qubit
+    initialisation (a reset's duration). Twirling spreads the shots over randomizations without
+    adding executions. Assumes one sub-job per job.
 
     Returns:
         A dict with ``executions``, ``circuit_seconds``, ``rep_delay``, ``seconds`` and the parts.

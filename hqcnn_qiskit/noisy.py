@@ -36,6 +36,7 @@ from qiskit.transpiler import Target
 from .backends import QuantumBackend, register_kind
 from .density import NoiseTables, compile_density_program, parity_signs, sample_counts
 from .errors import BackendError
+from .measurement import group_qubitwise, pauli_terms
 from .mitigation import ReadoutCalibration, extrapolate, fold_two_qubit_gates, twirl_masks
 from .primitives.cache import IdentityCache
 from .primitives.statevector import single_threaded_blas, submit_inline
@@ -293,22 +294,6 @@ class _Plan:
     measured: dict[tuple, QuantumCircuit] = field(default_factory=dict)
 
 
-def _group_bases(terms: list[dict[int, str]]) -> tuple[list[dict[int, str]], list[int]]:
-    """Greedy qubit-wise-commuting grouping: the bases, and the basis of each term."""
-    bases: list[dict[int, str]] = []
-    which = []
-    for term in terms:
-        for b, basis in enumerate(bases):
-            if all(basis.get(q, p) == p for q, p in term.items()):
-                basis.update(term)
-                which.append(b)
-                break
-        else:
-            bases.append(dict(term))
-            which.append(len(bases) - 1)
-    return bases, which
-
-
 class SamplingEstimator(BaseEstimatorV2):
     """``BaseEstimatorV2`` that measures: expectation values estimated from sampled counts.
 
@@ -469,32 +454,11 @@ class SamplingEstimator(BaseEstimatorV2):
                     -1, pub.circuit.num_parameters)
             else:
                 rows = np.zeros((int(np.prod(bindings.shape, dtype=int)), 0))
-            # observables -> Pauli terms on the active qubits
+            # observables -> Pauli terms on the active qubits -> measurement bases (the same
+            # grouping as measurement.measurement_bases, which the job usage estimate counts)
             obs_list = pub.observables.ravel().tolist()
-            term_index: dict[tuple, int] = {}
-            terms: list[dict[int, str]] = []
-            obs_terms = []
-            for obs in obs_list:
-                parts = []
-                for label, coeff in obs.items():
-                    term = {}
-                    for q, char in enumerate(reversed(label)):
-                        if char == "I":
-                            continue
-                        if q not in plan.position:
-                            raise ValueError(
-                                f"observable {label} acts on qubit {q}, which the circuit "
-                                "does not use"
-                            )
-                        term[plan.position[q]] = char
-                    tkey = tuple(sorted(term.items()))
-                    if tkey not in term_index:
-                        term_index[tkey] = len(terms)
-                        terms.append(term)
-                    parts.append((term_index[tkey], complex(coeff)))
-                obs_terms.append(parts)
-            nonid = [t for t in terms if t]
-            bases, which = _group_bases(nonid)
+            terms, obs_terms = pauli_terms(obs_list, plan.position)
+            bases, which = group_qubitwise([t for t in terms if t])
             if not bases:
                 bases = [{}]
             basis_strings = ["".join(b.get(i, "Z") for i in range(k)) for b in bases]

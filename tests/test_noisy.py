@@ -181,3 +181,35 @@ def test_runtime_local_mode_agrees_with_aer_noisy(transpiled):
     ref = aer.estimator().run([(isa, obs, rows)]).result()[0].data.evs
     assert got.shape == (2, 8)
     assert np.max(np.abs(got - ref)) < 0.2
+
+
+@pytest.mark.parametrize("labels", [
+    ["XXII", "ZZII", "IXYI", "ZIIZ"],
+    # qiskit's group_commuting colours these into 3 groups; the engine measures 4 bases
+    ["IZYY", "YZZX", "IZYX", "ZIYI", "IIYI", "XZIY"],
+])
+def test_job_estimate_counts_the_bases_the_engine_measures(brisbane, transpiled, labels):
+    from hqcnn_qiskit.jobs import estimate_usage
+    from hqcnn_qiskit.measurement import measurement_bases
+    from hqcnn_qiskit.profiles import MitigationSettings
+
+    isa = transpiled.circuit
+    mapped = [SparsePauliOp(label).apply_layout(isa.layout) for label in labels]
+    est = SamplingEstimator(AerRunner(None, seed=2), shots=16, seed=2)
+    measured = est.run([(isa, mapped, np.zeros((1, 1, isa.num_parameters)))]).result()[0]
+    engine = measured.metadata["bases"]  # one letter per active qubit, in device-qubit order
+    ours = ["".join(b.get(q, "Z") for q in active_qubits(isa)) for b in measurement_bases(mapped)]
+    assert ours == engine
+    usage = estimate_usage(isa, brisbane.target, rows=3, observables=mapped, shots=16,
+                           mitigation=MitigationSettings())
+    assert usage["bases"] == len(engine) and usage["executions"] == 3 * len(engine) * 16
+
+
+def test_hqcnn_readout_is_two_bases_all_x_and_all_z(transpiled):
+    from hqcnn_qiskit.measurement import measurement_bases
+
+    assert measurement_bases(readout_observables()) == [{q: "X" for q in range(4)},
+                                                        {q: "Z" for q in range(4)}]
+    device = measurement_bases(transpiled.observables)
+    assert [set(b.values()) for b in device] == [{"X"}, {"Z"}]
+    assert sorted(device[0]) == sorted(device[1]) == sorted(transpiled.physical_qubits)
