@@ -187,249 +187,198 @@ def _noise_eval(out: Path, dataset: str, recipe: str, seed: int, backend: str, d
     return result
 
 
-def _test_scores(folder: Path, data_root, verify: bool = True) -> None:
-    """Write a finished cell's per-image test scores (its ``best.pt`` on its own backend) to
-    ``test_scores.json``, kept while ``best.pt`` stays the same, and check that they reproduce
-    the test ACC/AUC of its ``metrics.json``: the intervals are drawn from the very predictions
-    the table reports."""
+def _scores_key(folder: Path) -> dict:
+    """What a cell's cached test scores depend on: its ``best.pt`` and the package version."""
     from hqcnn_qiskit import __version__
-    from hqcnn_qiskit.checkpoint import file_sha256, write_json
-    from hqcnn_qiskit.data import load_split
-    from hqcnn_qiskit.evaluate import compute_metrics, load_checkpoint_model, predict
-    from hqcnn_qiskit.train import TrainConfig
+    from hqcnn_qiskit.checkpoint import file_sha256
 
-    cache = folder / "test_scores.json"
-    key = {"checkpoint_sha256": file_sha256(folder / "best.pt"), "version": __version__}
-    if cache.is_file() and json.loads(cache.read_text()).get("key") == key:
-        return
-    config = TrainConfig.from_dict(_load(folder)["config"])
-    model, _ = load_checkpoint_model(folder / "best.pt")
-    data = load_split(config.dataset, "test", root=data_root, limit=config.limit_eval,
-                      verify=verify)
-    scores = predict(model, data, multilabel=config.dataset.multilabel)
-    again = compute_metrics(config.dataset, data.tensors[1], scores)
-    reported = _load(folder)["test"]
-    if any(abs(again[m] - reported[m]) > 1e-6 for m in ("acc", "auc")
-           if reported[m] == reported[m]):  # nan (a one-class subset) has nothing to check
-        raise SystemExit(f"{folder}: its best.pt scores test ACC {again['acc']:.6f} AUC "
-                         f"{again['auc']:.6f}, its metrics.json says {reported['acc']:.6f} / "
-                         f"{reported['auc']:.6f}")
-    write_json(cache, {"key": key, "task": config.dataset.task,
-                       "labels": data.tensors[1].tolist(), "scores": scores.tolist()})
-
-
-def _columns(task: str, labels, scores) -> tuple[list, np.ndarray]:
-    """How medmnist scores a task, per image: the (is positive, score) columns whose AUCs it
-    averages, and each image's share of correct answers, whose mean is its ACC."""
-    y, s = np.asarray(labels), np.asarray(scores, dtype=float)
-    if task == "binary-class":
-        y = y.reshape(-1)
-        return [(y == 1, s[:, -1])], (y == (s[:, -1] > 0.5)).astype(float)
-    if task.startswith("multi-label"):
-        return ([(y[:, i] == 1, s[:, i]) for i in range(s.shape[1])],
-                ((s > 0.5) == (y == 1)).mean(axis=1))
-    y = y.reshape(-1)
-    return [(y == i, s[:, i]) for i in range(s.shape[1])], (s.argmax(axis=1) == y).astype(float)
-
-
-def _auc(positive, scores):
-    """ROC AUC of each row of ``scores`` (resamples x images), ties counted half (as sklearn);
-    nan for a row with one class only."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(scores, axis=1)
-    pos = positive.sum(axis=1)
-    neg = positive.shape[1] - pos
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return ((ranks * positive).sum(axis=1) - pos * (pos + 1) / 2) / (pos * neg)
-
-
-def paired_bootstrap(task: str, labels, models: dict[str, list], *,
-                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-                     chunk: int = 100) -> dict[str, dict[str, np.ndarray]]:
-    """The seed-mean test AUC and ACC of each model on bootstrap resamples of the test images.
-
-    Every model is scored on the same resampled images, so differences between models are paired
-    (the images that are hard for one are hard for the other), which makes their intervals
-    narrower than the two separate ones.
-
-    Args:
-        task: medmnist's task of the dataset.
-        labels: The test labels.
-        models: Per model, one score array (images x columns) per seed.
-        resamples: How many resamples.
-        seed: Seed of the resample draw.
-        chunk: Resamples drawn at a time (memory: chunk x images).
-
-    Returns:
-        Per model ``{"auc": array, "acc": array}``, one value per resample (AUC nan where a
-        resample holds one class only).
-    """
-    rng = np.random.default_rng(seed)
-    columns = {name: [_columns(task, labels, s) for s in seeds] for name, seeds in models.items()}
-    values = {name: {"auc": [], "acc": []} for name in models}
-    n = len(labels)
-    for start in range(0, resamples, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, resamples - start), n))
-        for name, seeds in columns.items():
-            values[name]["auc"].append(np.mean(
-                [np.mean([_auc(pos[idx], score[idx]) for pos, score in cols], axis=0)
-                 for cols, _ in seeds], axis=0))
-            values[name]["acc"].append(np.mean([correct[idx].mean(axis=1)
-                                                for _, correct in seeds], axis=0))
-    return {name: {m: np.concatenate(v) for m, v in metrics.items()}
-            for name, metrics in values.items()}
-
-
-def _interval(point: float, boot, per_seed: list[float]) -> tuple[float, ...]:
-    """A 95% interval for a seed mean on the test split, from two independent errors: the test
-    split's sampling error (the standard deviation of the bootstrap values) and the training
-    runs' (the standard error of the per-seed values). Normal approximation; with 3 seeds the
-    second is itself a rough estimate.
-
-    Returns:
-        ``(point, low, high, split SE, seed SE)``; the seed SE is nan with one seed (and then
-        left out of the interval).
-    """
-    split = float(np.nanstd(boot))
-    seed = statistics.stdev(per_seed) / len(per_seed) ** 0.5 if len(per_seed) > 1 else math.nan
-    half = 1.96 * math.hypot(split, 0.0 if math.isnan(seed) else seed)
-    return point, point - half, point + half, split, seed
+    return {"checkpoint_sha256": file_sha256(folder / "best.pt"), "version": __version__}
 
 
 def _load_scores(folder: Path) -> dict | None:
     """A cell's ``test_scores.json``, or None if missing or written for another ``best.pt``."""
-    from hqcnn_qiskit.checkpoint import file_sha256
-
     path = folder / "test_scores.json"
     if not path.is_file():
         return None
     cached = json.loads(path.read_text())
-    if cached["key"]["checkpoint_sha256"] != file_sha256(folder / "best.pt"):
-        return None
-    return cached
+    return cached if cached.get("key") == _scores_key(folder) else None
 
 
-def _uncertainty(out: Path, docs: Path, dataset: str, recipe: str,
-                 seeds: list[int]) -> tuple[dict, list[str], str | None]:
-    """Paired-bootstrap intervals of the rows' test metrics and of the HQCNN's differences.
+def _test_scores(folder: Path, data_root, verify: bool = True) -> None:
+    """Write a finished cell's per-image test scores (its ``best.pt`` on its own backend) to
+    ``test_scores.json``, kept while ``best.pt`` stays the same, and check that they reproduce
+    the test ACC/AUC of its ``metrics.json``: the intervals come from the very predictions the
+    table reports."""
+    from hqcnn_qiskit.checkpoint import write_json
+    from hqcnn_qiskit.data import load_split
+    from hqcnn_qiskit.evaluate import compute_metrics, load_checkpoint_model, predict
+    from hqcnn_qiskit.train import TrainConfig
+
+    if _load_scores(folder):
+        return
+    metrics = _load(folder)
+    config = TrainConfig.from_dict(metrics["config"])
+    model, _ = load_checkpoint_model(folder / "best.pt")
+    data = load_split(config.dataset, "test", root=data_root, limit=config.limit_eval,
+                      verify=verify)
+    scores = predict(model, data, multilabel=config.dataset.multilabel)
+    again, reported = compute_metrics(config.dataset, data.tensors[1], scores), metrics["test"]
+    if any(not math.isclose(again[m], reported[m], abs_tol=1e-6)
+           and not (math.isnan(again[m]) and math.isnan(reported[m])) for m in ("acc", "auc")):
+        raise SystemExit(f"{folder}: its best.pt scores test ACC {again['acc']:.6f} AUC "
+                         f"{again['auc']:.6f}, its metrics.json says {reported['acc']:.6f} / "
+                         f"{reported['auc']:.6f}")
+    write_json(folder / "test_scores.json", {
+        "key": _scores_key(folder), "task": config.dataset.task,
+        "labels": data.tensors[1].tolist(), "scores": scores.tolist()})
+
+
+def estimates(out: Path, dataset: str, recipe: str, seeds: list[int]) -> dict:
+    """95% intervals of each row's seed mean and of the HQCNN minus each other row.
 
     Returns:
-        ``{row or "hqcnn-row": {metric: (point, low, high)}}`` for the rows whose every finished
-        seed has its test scores, the report lines, and the name of the plot (None when the
-        HQCNN has no scores: then there is nothing to say).
+        ``{row: {metric: Estimate}}`` and ``{"hqcnn-" + row: {metric: Estimate}}`` (paired by
+        seed and image, over the seeds both have), for the rows with cached test scores;
+        empty when the HQCNN has none.
     """
+    from hqcnn_qiskit.uncertainty import estimate, paired_bootstrap
+
     models, task, labels = {}, None, None
     for row in ROWS:
-        folders = [_cell(out, dataset, recipe, row, s) for s in seeds]
-        loaded = [_load_scores(f) for f in folders if _load(f)]
-        if loaded and all(loaded):
-            models[row] = [np.asarray(c["scores"]) for c in loaded]
-            task, labels = loaded[0]["task"], np.asarray(loaded[0]["labels"])
+        loaded = {s: _load_scores(_cell(out, dataset, recipe, row, s)) for s in seeds
+                  if _load(_cell(out, dataset, recipe, row, s))}
+        if not loaded or not all(loaded.values()):
+            continue
+        for cached in loaded.values():
+            if labels is not None and cached["labels"] != labels:
+                raise SystemExit(f"{dataset}/{recipe}/{row}: test labels differ between cells")
+            task, labels = cached["task"], cached["labels"]
+        models[row] = {s: np.asarray(c["scores"]) for s, c in loaded.items()}
     if "hqcnn" not in models:
-        return {}, [], None
-    boot = paired_bootstrap(task, labels, models)
-    values = {row: {r["config"]["seed"]: r["test"] for r in _runs(out, dataset, recipe, row, seeds)}
-              for row in models}  # the table's numbers, per seed
-    stats = {}
+        return {}
+    boot = paired_bootstrap(task, labels, models, resamples=BOOTSTRAP_RESAMPLES,
+                            seed=BOOTSTRAP_SEED)
+    stats = {row: {m: estimate(boot[row][m]) for m in ("auc", "acc")} for row in models}
+    q = boot["hqcnn"]
     for row in models:
-        for m in ("auc", "acc"):
-            runs = [v[m] for v in values[row].values()]
-            stats.setdefault(row, {})[m] = _interval(statistics.fmean(runs), boot[row][m], runs)
-            if row != "hqcnn":  # paired by seed: the same data order and test images
-                diffs = [values["hqcnn"][s][m] - values[row][s][m]
-                         for s in values["hqcnn"] if s in values[row]]
-                stats.setdefault(f"hqcnn-{row}", {})[m] = _interval(
-                    stats["hqcnn"][m][0] - stats[row][m][0], boot["hqcnn"][m] - boot[row][m],
-                    diffs)
+        common = [s for s in q["seeds"] if s in boot[row]["seeds"]]
+        if row != "hqcnn" and common:
+            pick = [[b["seeds"].index(s) for s in common] for b in (q, boot[row])]
+            stats[f"hqcnn-{row}"] = {m: estimate(q[m][pick[0]] - boot[row][m][pick[1]],
+                                                 bounded=False) for m in ("auc", "acc")}
+    return stats
 
-    n = len(labels)
-    lines = ["", f"Uncertainty of these means. The ± above is the spread of single runs over the "
-             "seeds. A mean over seeds has two separate errors: the training runs' (standard "
-             "error: seed std / √seeds) and the test split's own sampling error, which every "
-             f"seed and row shares ({n} images), so more seeds do not shrink it. The second is "
-             f"estimated by a paired bootstrap ({BOOTSTRAP_RESAMPLES} resamples of the test "
-             "images, every row scored on the same resampled images). The 95% interval "
-             "combines both: mean ± 1.96 √(SE split² + SE seeds²), a normal approximation; "
-             "with 3 seeds the seed part is itself rough. Differences are paired by seed and by "
-             "image. The per-image scores were recomputed from each `best.pt` and reproduce "
-             "every reported ACC/AUC.", "",
-             "| | metric | mean | 95% interval | SE test split | SE seeds |",
-             "|---|---|---|---|---|---|"]
-    names = {row: ROWS[row]["label"] for row in models}
-    names.update({f"hqcnn-{row}": f"HQCNN minus {ROWS[row]['short']}"
-                  for row in models if row != "hqcnn"})
-    for key, name in names.items():
+
+def _uncertainty_lines(stats: dict, n: int) -> list[str]:
+    """The report's paragraph and table on the intervals of ``stats``."""
+    one_seed = min(e.seeds for by_metric in stats.values() for e in by_metric.values()) < 2
+    lines = ["", "Uncertainty of these means. The ± above is the spread of single runs over the "
+             "seeds. A mean over seeds has two errors: the training runs' (SE seeds: seed std / "
+             "√seeds; more seeds shrink it) and the part of the test split's sampling error "
+             f"that every seed shares ({n} images; more seeds do not shrink it). The second "
+             "(SE split) is the covariance between different seeds' metrics over "
+             f"{BOOTSTRAP_RESAMPLES} bootstrap resamples of the test images, stratified by "
+             "class, every row and seed scored on the same resamples. The 95% interval is "
+             "mean ± t·√(SE split² + SE seeds²), t from Student's distribution at the "
+             "Welch–Satterthwaite degrees of freedom (few seeds: wide), clipped to [0, 1]. "
+             "Differences are paired by seed and by image. The per-image scores were "
+             "recomputed from each `best.pt` and reproduce every reported ACC/AUC.", ""]
+    if one_seed:
+        lines += ["With one seed the training runs' error is not measured: the intervals hold "
+                  "the test split's error only, and no verdict is drawn from them.", ""]
+    lines += ["| | metric | mean | 95% interval | SE split | SE seeds | seeds |",
+              "|---|---|---|---|---|---|---|"]
+    usable = set()
+    for key, by_metric in stats.items():
+        name = (f"HQCNN minus {ROWS[key[6:]]['short']}" if key.startswith("hqcnn-")
+                else ROWS[key]["label"])
         sign = "+" if key.startswith("hqcnn-") else ""
-        for m in ("auc", "acc"):
-            point, low, high, split, seed = stats[key][m]
-            lines.append(f"| {name} | {m.upper()} | {point:{sign}.3f} | {low:{sign}.3f} to "
-                         f"{high:{sign}.3f} | {split:.3f} | "
-                         f"{'—' if math.isnan(seed) else f'{seed:.3f}'} |")
+        for metric, e in by_metric.items():
+            usable.add(e.usable)
+            interval = f"{e.low:{sign}.3f} to {e.high:{sign}.3f}" if e.defined else "—"
+            seed_se = "—" if math.isnan(e.se_seeds) else f"{e.se_seeds:.3f}"
+            lines.append(f"| {name} | {metric.upper()} | {e.mean:{sign}.3f} | {interval} | "
+                         f"{e.se_split:.3f} | {seed_se} | {e.seeds} |")
+    if usable != {BOOTSTRAP_RESAMPLES}:
+        lines += ["", f"Some resamples lacked a class and were left out (usable: "
+                      f"{', '.join(map(str, sorted(usable)))} of {BOOTSTRAP_RESAMPLES}); "
+                      "with fewer than 100 there is no interval (—)."]
+    return lines
 
+
+def _uncertainty_plot(stats: dict, docs: Path, dataset: str) -> str:
+    """A forest plot of ``stats``: each row's interval against the target and the quoted
+    baselines, and each difference against 0."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def whisker(ax, e, y, color):
+        if e.defined:
+            ax.errorbar(e.mean, y, xerr=[[e.mean - e.low], [e.high - e.mean]], fmt="o",
+                        capsize=4, color=color)
+
     fig, axes = plt.subplots(2, 2, figsize=(10, 4.8), gridspec_kw={"height_ratios": [5, 2]})
+    rows = [r for r in ROWS if r in stats]
+    others = [r for r in rows if f"hqcnn-{r}" in stats]
+    quoted = PUBLISHED.get(dataset, {})
     for col, metric in enumerate(("auc", "acc")):
         top, bottom = axes[0][col], axes[1][col]
-        names = [r for r in ROWS if r in models]
-        for y, row in enumerate(names):
-            point, low, high = stats[row][metric][:3]
-            top.errorbar(point, y, xerr=[[point - low], [high - point]], fmt="o", capsize=4,
-                         color=ROWS[row]["color"])
-        quoted = PUBLISHED.get(dataset, {})
-        for y, (name, pair) in enumerate(quoted.items(), start=len(names)):
-            top.plot(pair[0 if metric == "auc" else 1], y, "D", color=PUBLISHED_COLOR)
-        top.set_yticks(range(len(names) + len(quoted)),
-                       [_title(ROWS[r]) for r in names]
+        for y, row in enumerate(rows):
+            whisker(top, stats[row][metric], y, ROWS[row]["color"])
+        for y, pair in enumerate(quoted.values(), start=len(rows)):
+            top.plot(pair[col], y, "D", color=PUBLISHED_COLOR)
+        top.set_yticks(range(len(rows) + len(quoted)), [_title(ROWS[r]) for r in rows]
                        + [f"{name} (quoted)" for name in quoted], fontsize=8)
         if dataset in TARGETS:
-            goal = TARGETS[dataset][col]
-            top.axvline(goal, ls="--", lw=0.9, color="black")
-            top.set_xlabel(f"dashed: the target, {goal:.2f}", fontsize=8)
+            top.axvline(TARGETS[dataset][col], ls="--", lw=0.9, color="black")
+            top.set_xlabel(f"dashed: the target, {TARGETS[dataset][col]:.2f}", fontsize=8)
         top.set_title(f"test {metric.upper()}, 95% interval", fontsize=9)
-        others = [r for r in names if r != "hqcnn"]
         for y, row in enumerate(others):
-            point, low, high = stats[f"hqcnn-{row}"][metric][:3]
-            bottom.errorbar(point, y, xerr=[[point - low], [high - point]], fmt="o", capsize=4,
-                            color=ROWS[row]["color"])
+            whisker(bottom, stats[f"hqcnn-{row}"][metric], y, ROWS[row]["color"])
         bottom.axvline(0.0, lw=0.9, color="black")
         bottom.set_ylim(-0.6, len(others) - 0.4)
-        bottom.set_yticks(range(len(others)),
-                          [f"HQCNN minus {ROWS[r]['short']}" for r in others], fontsize=8)
+        bottom.set_yticks(range(len(others)), [f"HQCNN minus {ROWS[r]['short']}" for r in others],
+                          fontsize=8)
         bottom.set_title(f"paired difference in test {metric.upper()}", fontsize=9)
+        for ax in (top, bottom):
+            ax.locator_params(axis="x", nbins=5)
+            ax.tick_params(axis="x", labelsize=8)
     fig.suptitle(f"{dataset}: means over the seeds, with 95% intervals (test split and seeds)",
                  fontsize=10)
     fig.tight_layout()
     name = f"uncertainty_{dataset}.png"
     fig.savefig(docs / name, dpi=110)
     plt.close(fig)
-    return stats, lines, name
+    return name
 
 
-def _verdict(diff: tuple[float, float, float], other: str) -> str:
-    """One sentence on the HQCNN's test AUC against ``other``, decided by the 95% interval of
-    the difference (see :func:`_interval`)."""
-    point, low, high = diff
-    if low > 0:
-        verdict = f"the HQCNN beats {other}: the 95% interval of the difference lies above 0"
-    elif high < 0:
+def _verdict(diff, other: str) -> str:
+    """One sentence on the HQCNN's test AUC against ``other``, from the 95% interval of the
+    difference (an :class:`~hqcnn_qiskit.uncertainty.Estimate`)."""
+    if diff.seeds < 2 or not diff.defined:
+        why = ("one seed does not measure the training runs' error" if diff.seeds < 2
+               else "its interval is undefined")
+        return (f"Verdict on test AUC against {other}: none; the difference is "
+                f"{diff.mean:+.3f}, but {why}.")
+    span = f"{diff.low:+.3f} to {diff.high:+.3f}"
+    if diff.low > 0:
+        verdict = (f"the HQCNN beats {other}: the 95% interval of the difference, {span}, lies "
+                   "above 0")
+    elif diff.high < 0:
         verdict = (f"the HQCNN does **not** beat {other}, which is better: the 95% interval of "
-                   "the difference lies below 0")
+                   f"the difference, {span}, lies below 0")
     else:
-        verdict = (f"the HQCNN does **not** beat {other}: the 95% interval of the difference "
-                   "includes 0, so these runs show no difference either way, an honest null "
-                   "result")
-    return (f"Verdict on test AUC: {verdict} (difference {point:+.3f}, 95% interval "
-            f"{low:+.3f} to {high:+.3f}).")
+        verdict = (f"the HQCNN does **not** beat {other}: the 95% interval of the difference, "
+                   f"{span}, includes 0, so these runs cannot tell the two apart at this "
+                   "precision, an honest null result")
+    return f"Verdict on test AUC: {verdict} (difference {diff.mean:+.3f})."
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:
-        return float("nan"), float("nan")
+    if not values or any(math.isnan(v) for v in values):  # nan: a one-class subset's AUC
+        return math.nan, math.nan
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
@@ -603,29 +552,31 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
             lines.append(f"| HQCNN paper claim (*quoted*, arXiv 2509.14277) | "
                          f"{'not stated' if auc is None else f'{auc:.4f}'} | "
                          f"{'not stated' if acc is None else f'{acc:.4f}'} | — | — | — | — |")
-        stats, extra, plot = _uncertainty(out, docs, dataset, recipe, seeds)
-        lines += extra
-        images += [plot] if plot else []
+        stats = estimates(out, dataset, recipe, seeds)
+        if stats:
+            lines += _uncertainty_lines(stats, runs_of["hqcnn"][0]["test"]["n"])
+            images.append(_uncertainty_plot(stats, docs, dataset))
         for row, name in (("classical", "its classical twin"),
                           ("hqcnn_noattn", "the same circuit without the attention block")):
             if f"hqcnn-{row}" in stats:
-                lines += ["", _verdict(stats[f"hqcnn-{row}"]["auc"][:3], name)]
+                lines += ["", _verdict(stats[f"hqcnn-{row}"]["auc"], name)]
         if dataset in TARGETS and summary["hqcnn"][0]:
             n = runs_of["hqcnn"][0]["test"]["n"]
             checks = []
             for i, (metric, goal) in enumerate(zip(("AUC", "ACC"), TARGETS[dataset])):
                 mean = _mean_std(summary["hqcnn"][i])[0]
                 text = f"{metric} ≥ {goal:.2f}: {mean:.3f}"
-                if "hqcnn" in stats:
-                    _, low, high, *_ = stats["hqcnn"][metric.lower()]
-                    text += f" (95% interval {low:.3f} to {high:.3f})"
-                    if mean < goal <= high:
-                        text += ", the target inside the interval"
-                checks.append(f"{text}, **{'met' if mean >= goal else 'missed'}**")
+                e = stats.get("hqcnn", {}).get(metric.lower())
+                if e and e.defined:
+                    text += f" (95% interval {e.low:.3f} to {e.high:.3f})"
+                text += f", **{'met' if mean >= goal else 'missed'}**"
+                if e and e.defined and e.low <= goal <= e.high:
+                    text += ", the target inside the interval"
+                checks.append(text)
             lines += ["", "Targets (HQCNN, mean of the seeds): " + "; ".join(checks)
                       + f". Scale: on these {n} test images one image is {100 / n:.1f} points "
-                        "of ACC. A target inside its interval is one this test split cannot "
-                        "tell apart from the result, in either direction."]
+                        "of ACC. A target inside its interval is one these runs cannot tell "
+                        "apart from the result, in either direction."]
         if noise.get(dataset):
             evals = noise[dataset]["evals"]
             lines += ["", "### Noise study", "",
