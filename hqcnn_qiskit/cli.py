@@ -23,14 +23,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive_int(text: str) -> int:
+def _int(text: str, *, zero: bool) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    if value < (0 if zero else 1):
+        kind = "zero or a positive number" if zero else "a positive number"
+        raise argparse.ArgumentTypeError(f"expected {kind}, got {value}")
     return value
+
+
+def _positive_int(text: str) -> int:
+    return _int(text, zero=False)
+
+
+def _non_negative_int(text: str) -> int:
+    return _int(text, zero=True)
 
 
 def _float(text: str, *, zero: bool) -> float:
@@ -113,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--backend", help="run the circuit here (default: the training backend)")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="a fixed subset of N images")
+    p.add_argument("--bootstrap", type=_non_negative_int, default=2000, metavar="N",
+                   help="resamples of the images for the 95%% intervals (0: none)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true")
     _add_data_args(p)
@@ -178,7 +189,16 @@ def _evaluate(args) -> int:
         load_profile(args.backend)
     result = evaluate_checkpoint(args.checkpoint, split=args.split, backend=args.backend,
                                  data_root=args.data_root, limit=args.limit,
-                                 verify=not args.no_verify, progress=not args.no_progress)
+                                 verify=not args.no_verify, progress=not args.no_progress,
+                                 keep_scores=True)
+    intervals = {}
+    if args.bootstrap:
+        from .uncertainty import split_intervals
+
+        intervals = {m: e for m, e in split_intervals(result["task"], result["labels"],
+                                                      result["scores"],
+                                                      resamples=args.bootstrap).items()
+                     if e.defined}
     if args.backend and result["backend"].startswith("none"):
         print(f"note: {args.checkpoint} is the classical twin; --backend {args.backend} is not "
               "used", file=sys.stderr)
@@ -186,10 +206,20 @@ def _evaluate(args) -> int:
         print(f"note: AUC is undefined: the {result['n']} images hold one class only",
               file=sys.stderr)
     if args.json:
-        print(json.dumps({k: result[k] for k in ("acc", "auc", "n", "split", "backend", "dataset")}))
-    else:
-        print(f"{result['dataset']} {result['split']} on {result['backend']}: "
-              f"acc {result['acc']:.4f}  auc {result['auc']:.4f}  (n={result['n']})")
+        print(json.dumps({**{k: result[k] for k in ("acc", "auc", "n", "split", "backend",
+                                                     "dataset")},
+                          **{f"{m}_95": [e.low, e.high] for m, e in intervals.items()}}))
+        return 0
+
+    def shown(metric: str) -> str:
+        e = intervals.get(metric)
+        return f"{result[metric]:.4f}" + (f" [{e.low:.3f}, {e.high:.3f}]" if e else "")
+
+    print(f"{result['dataset']} {result['split']} on {result['backend']}: "
+          f"acc {shown('acc')}  auc {shown('auc')}  (n={result['n']})")
+    if intervals:
+        print(f"[95% intervals from these {result['n']} images alone (bootstrap, "
+              f"{args.bootstrap} resamples); another training seed can differ by more]")
     return 0
 
 

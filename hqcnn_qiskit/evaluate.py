@@ -63,11 +63,14 @@ def compute_metrics(spec: DatasetSpec, labels: torch.Tensor, scores: np.ndarray)
 
 
 def evaluate_model(model: HQCNN, spec: DatasetSpec, dataset: TensorDataset, *, batch_size: int = 256,
-                   progress: bool = False, desc: str = "evaluate") -> dict:
-    """``{"acc", "auc", "n"}`` of ``model`` on ``dataset``."""
+                   progress: bool = False, desc: str = "evaluate", keep_scores: bool = False) -> dict:
+    """``{"acc", "auc", "n"}`` of ``model`` on ``dataset``; with ``keep_scores`` also
+    ``"scores"`` (images x columns) and ``"labels"``, as NumPy arrays."""
     scores = predict(model, dataset, batch_size=batch_size, multilabel=spec.multilabel,
                      progress=progress, desc=desc)
-    return {**compute_metrics(spec, dataset.tensors[1], scores), "n": len(dataset)}
+    labels = dataset.tensors[1]
+    kept = {"scores": scores, "labels": labels.numpy()} if keep_scores else {}
+    return {**compute_metrics(spec, labels, scores), "n": len(dataset), **kept}
 
 
 def load_checkpoint_model(path: str | os.PathLike, *, backend=None) -> tuple[HQCNN, dict]:
@@ -103,7 +106,7 @@ def load_checkpoint_model(path: str | os.PathLike, *, backend=None) -> tuple[HQC
 def evaluate_checkpoint(
     checkpoint: str | os.PathLike, *, split: str = "test", backend: str | None = None,
     data_root: str | os.PathLike | None = None, limit: int | None = None, verify: bool = True,
-    batch_size: int | None = None, progress: bool = True,
+    batch_size: int | None = None, progress: bool = True, keep_scores: bool = False,
 ) -> dict:
     """Evaluate a checkpoint on an official split.
 
@@ -111,9 +114,12 @@ def evaluate_checkpoint(
         batch_size: Images per forward pass; by default the backend kind's
             (:func:`~hqcnn_qiskit.profiles.eval_batch_size`: small where one pass takes
             seconds per image, so that the progress bar moves).
+        keep_scores: Also return the per-image ``"scores"`` and ``"labels"`` (NumPy arrays),
+            e.g. for :mod:`hqcnn_qiskit.uncertainty`.
 
     Returns:
-        ``{"acc", "auc", "n", "split", "backend", "dataset", "checkpoint"}``.
+        ``{"acc", "auc", "n", "split", "backend", "dataset", "checkpoint", "task"}`` (and the
+        scores).
     """
     model, payload = load_checkpoint_model(checkpoint, backend=backend)
     if batch_size is None:
@@ -122,7 +128,7 @@ def evaluate_checkpoint(
     spec = DatasetSpec.from_dict(payload["train_config"]["dataset"])
     dataset = load_split(spec, split, root=data_root, limit=limit, verify=verify)
     metrics = evaluate_model(model, spec, dataset, batch_size=batch_size, progress=progress,
-                             desc=f"{split}")
+                             desc=f"{split}", keep_scores=keep_scores)
     used = model.quantum.backend.name if model.is_quantum else "none (classical)"
     return {**metrics, "split": split, "backend": used, "dataset": spec.describe(),
-            "checkpoint": str(Path(checkpoint))}
+            "checkpoint": str(Path(checkpoint)), "task": spec.task}

@@ -162,6 +162,8 @@ def test_protocol_on_another_multiclass_dataset(tmp_path, capsys):
     assert "## bloodmnist" in report and "**Subset run** (train 48 images, val/test 24 images)" in report
     assert "| `aer_noisy_mitigated` |" in report and "HQCNN trained on `aer_noisy`" in report
     assert "Mitigated noisy accuracy minus exact accuracy" in report
+    gap_line = next(line for line in report.splitlines() if line.startswith("Mitigated noisy"))
+    assert "points on average (95% interval " in gap_line  # paired per image, from cached scores
     cell = json.loads((tmp_path / "runs" / "bloodmnist" / "plain" / "hqcnn" / "seed0" /
                        "metrics.json").read_text())
     assert cell["test"]["n"] == 24 and cell["config"]["dataset"]["flag"] == "bloodmnist"
@@ -171,7 +173,8 @@ def test_protocol_on_another_multiclass_dataset(tmp_path, capsys):
     assert results.main(argv) == 0
     assert cache.stat().st_mtime_ns == stamp
     assert results.main([*argv, "--noise-limit", "12"]) == 0
-    assert json.loads(cache.read_text())["n"] == 12
+    cached = json.loads(cache.read_text())
+    assert cached["n"] == 12 and len(cached["scores"]) == 12 and len(cached["scores"][0]) == 8
     # the same folders with other settings are refused, not silently reused
     with pytest.raises(SystemExit, match="limit_train=48"):
         results.main([*argv[:-4], "--limit-train", "40", "--out", str(tmp_path / "runs"),

@@ -58,6 +58,21 @@ def test_cli_evaluate_json(trained, data_root):
     assert report["n"] == 32 and report["split"] == "test" and report["backend"] == "aer_ideal"
     metrics = json.loads((out / "metrics.json").read_text())
     assert report["auc"] == pytest.approx(metrics["test"]["auc"], abs=1e-9)
+    # 95% intervals from these images, around the reported number
+    for metric in ("acc", "auc"):
+        low, high = report[f"{metric}_95"]
+        assert 0.0 <= low < report[metric] < high <= 1.0 or low == report[metric] == high
+
+
+def test_cli_evaluate_prints_intervals(trained, data_root):
+    out, _ = trained
+    args = ["evaluate", "--checkpoint", out / "best.pt", "--data-root", data_root, "--limit", 40,
+            "--no-progress"]
+    result = run_cli(*args, "--bootstrap", 300)
+    assert result.returncode == 0, result.stderr
+    assert "[95% intervals from these 40 images alone (bootstrap, 300 resamples)" in result.stdout
+    plain = run_cli(*args, "--bootstrap", 0)
+    assert "95%" not in plain.stdout and "acc " in plain.stdout
 
 
 def test_checkpoint_is_safe_and_complete(trained):
@@ -168,6 +183,8 @@ def test_classical_twin_trains(tmp_path, data_root, capsys):
         (["train", "--dataset", "breastmnist", "--backend", "nosuch", "--out", "X"], "unknown backend"),
         (["train", "--dataset", "breastmnist", "--epochs", "0", "--out", "X"], "positive"),
         (["evaluate", "--checkpoint", "X", "--split", "dev"], "invalid choice"),
+        (["evaluate", "--checkpoint", "X", "--bootstrap", "-5"],
+         "expected zero or a positive number, got -5"),
         (["evaluate", "--checkpoint", "nowhere.pt"], "does not exist"),
         (["evaluate", "--checkpoint", "X"], "is a folder; pass a checkpoint in it"),
         (["train", "--dataset", "breastmnist", "--weight-decay", "-1", "--out", "X"],
