@@ -74,6 +74,13 @@ RECIPE_HISTORY = (
     "quoted MedMNIST v2 baselines (not tuned) and run once; no recipe is added on the strength of "
     "its results. So the choice among recipes is made on validation, but the decision to offer "
     "them was not blind to the test results.")
+# Model choices fixed before this protocol ran, and how blind each was to the test split.
+MODEL_HISTORY = (
+    "Model choices fixed before this protocol (README, *Model choices*): a BatchNorm before the "
+    "angle map, because the paper's literal map collapsed to the majority class (validation AUC "
+    "0.5); and the angle scale π/2 instead of π, for an a-priori reason (π folds opposite "
+    "features onto one state). Validation could not separate π/2 from π, and an early seed-0 "
+    "comparison also saw their test AUCs, so the angle scale is not a validation-only choice.")
 DEFAULT_EPOCHS = {"breastmnist": 60, "pneumoniamnist": 30}  # for recipes that do not fix them
 # The project's targets for the HQCNN (exact), mean over the seeds: (AUC, ACC).
 TARGETS = {"breastmnist": (0.90, 0.87), "pneumoniamnist": (0.96, 0.88)}
@@ -531,6 +538,8 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
         "schedule) is chosen per dataset by "
         "the HQCNN's mean validation AUC, and every row of that dataset uses it. Rows marked "
         "*quoted* are copied from their papers, not rerun.",
+        "",
+        MODEL_HISTORY,
         "",
         *([f"**Subset run** ({subset}): not comparable with the published numbers.", ""]
           if subset else []),

@@ -16,7 +16,8 @@ service (or from the run folder, once fetched), runs the head and writes per-ima
 Backends of kind ``runtime`` go to IBM Quantum (:mod:`hqcnn_qiskit.ibm`); every other kind (the
 ``runtime_local`` testing mode on a device snapshot, Aer, exact) runs in this process through the
 backend's own estimator, with the same journal, so ``infer`` + ``jobs fetch`` and ``evaluate`` on
-the same profile are the same computation.
+the same profile are the same computation: the same numbers on exact backends, the same up to
+shot noise where shots are sampled (``infer`` sends one job, ``evaluate`` several batches).
 """
 
 from __future__ import annotations
