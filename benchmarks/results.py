@@ -285,7 +285,9 @@ def _uncertainty_lines(stats: dict, n: int) -> list[str]:
              "class, every row and seed scored on the same resamples. The 95% interval is "
              "mean ± t·√(SE split² + SE seeds²), t from Student's distribution at the "
              "Welch–Satterthwaite degrees of freedom (few seeds: wide), clipped to [0, 1]. "
-             "Differences are paired by seed and by image. The per-image scores were "
+             "Differences are paired by seed and by image; their SE split is small when the "
+             "images that favour one model over the other change from seed to seed (that "
+             "variation is in SE seeds instead). The per-image scores were "
              "recomputed from each `best.pt` and reproduce every reported ACC/AUC.", ""]
     if one_seed:
         lines += ["With one seed the training runs' error is not measured: the intervals hold "
