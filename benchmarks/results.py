@@ -277,21 +277,25 @@ def _uncertainty_lines(stats: dict, n: int) -> list[str]:
     """The report's paragraph and table on the intervals of ``stats``."""
     one_seed = min(e.seeds for by_metric in stats.values() for e in by_metric.values()) < 2
     lines = ["", "Uncertainty of these means. The ± above is the spread of single runs over the "
-             "seeds. A mean over seeds has two errors: the training runs' (SE seeds: seed std / "
-             "√seeds; more seeds shrink it) and the part of the test split's sampling error "
-             f"that every seed shares ({n} images; more seeds do not shrink it). The second "
-             "(SE split) is the covariance between different seeds' metrics over "
-             f"{BOOTSTRAP_RESAMPLES} bootstrap resamples of the test images, stratified by "
-             "class, every row and seed scored on the same resamples. The 95% interval is "
-             "mean ± t·√(SE split² + SE seeds²), t from Student's distribution at the "
-             "Welch–Satterthwaite degrees of freedom (few seeds: wide), clipped to [0, 1]. "
-             "Differences are paired by seed and by image; their SE split is small when the "
-             "images that favour one model over the other change from seed to seed (that "
-             "variation is in SE seeds instead). The per-image scores were "
-             "recomputed from each `best.pt` and reproduce every reported ACC/AUC.", ""]
+             "seeds. The 95% intervals below are for the mean over seeds and over samples of "
+             f"test images like this one ({n} images). They add two variances. SE split: the "
+             "image noise every seed shares, which more seeds do not shrink; it is the mean "
+             "covariance between different seeds' metrics over "
+             f"{BOOTSTRAP_RESAMPLES} bootstrap resamples of the test images (drawn with "
+             "replacement, every row and seed scored on the same resamples), floored at 0. "
+             "SE seeds: seed std / √seeds on the test split, the training runs' differences "
+             "together with each seed's own image noise. Half-width √((z·SE split)² + "
+             "(t·SE seeds)²), z the normal 97.5% quantile and t Student's at seeds − 1 degrees "
+             "of freedom (3 seeds: t = 4.3, so the intervals are wide), computed on the logit "
+             "scale for ACC and AUC and mapped back into [0, 1]; the table shows the SEs on the "
+             "plain scale. Differences are paired by seed and by image; their SE split is small "
+             "when the images that favour one model over the other change from seed to seed "
+             "(that variation is in SE seeds instead). The per-image scores were recomputed "
+             "from each `best.pt` and reproduce every reported ACC/AUC.", ""]
     if one_seed:
-        lines += ["With one seed the training runs' error is not measured: the intervals hold "
-                  "the test split's error only, and no verdict is drawn from them.", ""]
+        lines += ["With one seed the training runs' error is not measured: the intervals of "
+                  "a one-seed row hold the images' error only, and no verdict or target "
+                  "judgement is drawn from them.", ""]
     lines += ["| | metric | mean | 95% interval | SE split | SE seeds | seeds |",
               "|---|---|---|---|---|---|---|"]
     usable = set()
@@ -380,18 +384,17 @@ def _verdict(diff, other: str) -> str:
                else "its interval is undefined")
         return (f"Verdict on test AUC against {other}: none; the difference is "
                 f"{diff.mean:+.3f}, but {why}.")
-    span = f"{diff.low:+.3f} to {diff.high:+.3f}"
+    found = (f"the difference is {diff.mean:+.3f} and its 95% interval, {diff.low:+.3f} to "
+             f"{diff.high:+.3f},")
     if diff.low > 0:
-        verdict = (f"the HQCNN beats {other}: the 95% interval of the difference, {span}, lies "
-                   "above 0")
+        verdict = f"the HQCNN beats {other}: {found} lies above 0."
     elif diff.high < 0:
-        verdict = (f"the HQCNN does **not** beat {other}, which is better: the 95% interval of "
-                   f"the difference, {span}, lies below 0")
+        verdict = f"the HQCNN does **not** beat {other}, which is better: {found} lies below 0."
     else:
-        verdict = (f"the HQCNN does **not** beat {other}: the 95% interval of the difference, "
-                   f"{span}, includes 0, so these runs cannot tell the two apart at this "
-                   "precision, an honest null result")
-    return f"Verdict on test AUC: {verdict} (difference {diff.mean:+.3f})."
+        verdict = (f"the HQCNN does **not** beat {other} on this evidence: {found} includes 0, "
+                   f"so differences up to {max(-diff.low, diff.high):.3f} either way are not "
+                   "excluded. An honest null result, not a proof that the two are equal.")
+    return f"Verdict on test AUC: {verdict}"
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -587,10 +590,11 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
                 mean = _mean_std(summary["hqcnn"][i])[0]
                 text = f"{metric} ≥ {goal:.2f}: {mean:.3f}"
                 e = stats.get("hqcnn", {}).get(metric.lower())
-                if e and e.defined:
+                e = e if e and e.defined and e.seeds > 1 else None
+                if e:
                     text += f" (95% interval {e.low:.3f} to {e.high:.3f})"
                 text += f", **{'met' if mean >= goal else 'missed'}**"
-                if e and e.defined and e.low <= goal <= e.high:
+                if e and e.low <= goal <= e.high:
                     text += ", the target inside the interval"
                 checks.append(text)
             lines += ["", "Targets (HQCNN, mean of the seeds): " + "; ".join(checks)
@@ -614,22 +618,27 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
                 gap = _mean_std(gaps)[0]
                 within = abs(gap) <= MITIGATED_GAP_POINTS
                 e = _gap_estimate(exact, mitigated, seeds)
-                interval = f"95% interval {e.low:+.1f} to {e.high:+.1f}; " if e.defined else ""
-                if e.defined:
-                    inside = -MITIGATED_GAP_POINTS <= e.low and e.high <= MITIGATED_GAP_POINTS
-                    interval_note = (" The whole interval lies within the target." if inside
-                                     else " The interval reaches beyond ±"
-                                     f"{MITIGATED_GAP_POINTS:.0f} points, so these runs do not "
-                                     "show that the gap is that small.")
+                judged = e.defined and e.seeds > 1
+                if not e.defined:
+                    interval = ""
+                elif judged:
+                    interval = f"95% interval {e.low:+.1f} to {e.high:+.1f}; "
                 else:
-                    interval_note = ""
+                    interval = (f"95% interval from the images alone, one seed: {e.low:+.1f} "
+                                f"to {e.high:+.1f}; ")
+                note = ""
+                if judged and -MITIGATED_GAP_POINTS <= e.low and e.high <= MITIGATED_GAP_POINTS:
+                    note = " The whole 95% interval lies within the target too."
+                elif judged:
+                    note = (f" The 95% interval reaches beyond ±{MITIGATED_GAP_POINTS:.0f} points, "
+                            "so these runs do not show that the gap is that small.")
                 lines += ["", "Mitigated noisy accuracy minus exact accuracy on the same images: "
                               f"{gap:+.1f} points on average ({interval}per seed: "
                               f"{', '.join(f'{g:+.1f}' for g in gaps)}; one image is "
-                              f"{100 / exact[0]['n']:.1f} points), "
+                              f"{100 / exact[0]['n']:.1f} points); by the mean, "
                               f"{'within' if within else 'outside'} the "
                               f"{MITIGATED_GAP_POINTS:.0f}-point target: "
-                              f"**{'met' if within else 'missed'}**.{interval_note}"]
+                              f"**{'met' if within else 'missed'}**.{note}"]
             trained = noise[dataset].get("trained")
             if trained:
                 config = trained[0]["config"]

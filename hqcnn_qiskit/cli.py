@@ -38,8 +38,11 @@ def _positive_int(text: str) -> int:
     return _int(text, zero=False)
 
 
-def _non_negative_int(text: str) -> int:
-    return _int(text, zero=True)
+def _resamples(text: str) -> int:
+    value = _int(text, zero=True)
+    if 0 < value < 100:
+        raise argparse.ArgumentTypeError(f"expected 0 (no intervals) or at least 100, got {value}")
+    return value
 
 
 def _float(text: str, *, zero: bool) -> float:
@@ -122,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--backend", help="run the circuit here (default: the training backend)")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="a fixed subset of N images")
-    p.add_argument("--bootstrap", type=_non_negative_int, default=2000, metavar="N",
-                   help="resamples of the images for the 95%% intervals (0: none)")
+    p.add_argument("--bootstrap", type=_resamples, default=2000, metavar="N",
+                   help="resamples of the images for the 95%% intervals (0: none; else >= 100)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true")
     _add_data_args(p)
@@ -193,12 +196,16 @@ def _evaluate(args) -> int:
                                  keep_scores=True)
     intervals = {}
     if args.bootstrap:
-        from .uncertainty import split_intervals
+        from .uncertainty import MIN_IMAGES, split_intervals
 
-        intervals = {m: e for m, e in split_intervals(result["task"], result["labels"],
-                                                      result["scores"],
-                                                      resamples=args.bootstrap).items()
-                     if e.defined}
+        intervals = split_intervals(result["task"], result["labels"], result["scores"],
+                                    resamples=args.bootstrap)
+        missing = [m.upper() for m, e in intervals.items()
+                   if not e.defined and not math.isnan(result[m])]  # nan AUC: noted below
+        if missing:
+            why = (f"fewer than {MIN_IMAGES} images" if result["n"] < MIN_IMAGES
+                   else "too many resamples lack a class")
+            print(f"note: no 95% interval for {' and '.join(missing)}: {why}", file=sys.stderr)
     if args.backend and result["backend"].startswith("none"):
         print(f"note: {args.checkpoint} is the classical twin; --backend {args.backend} is not "
               "used", file=sys.stderr)
@@ -208,16 +215,19 @@ def _evaluate(args) -> int:
     if args.json:
         print(json.dumps({**{k: result[k] for k in ("acc", "auc", "n", "split", "backend",
                                                      "dataset")},
-                          **{f"{m}_95": [e.low, e.high] for m, e in intervals.items()}}))
+                          **{f"{m}_95": [e.low, e.high] if e.defined else None
+                             for m, e in intervals.items()},
+                          "bootstrap": args.bootstrap}))
         return 0
 
     def shown(metric: str) -> str:
         e = intervals.get(metric)
-        return f"{result[metric]:.4f}" + (f" [{e.low:.3f}, {e.high:.3f}]" if e else "")
+        return f"{result[metric]:.4f}" + (f" [{e.low:.4f}, {e.high:.4f}]" if e and e.defined
+                                          else "")
 
     print(f"{result['dataset']} {result['split']} on {result['backend']}: "
           f"acc {shown('acc')}  auc {shown('auc')}  (n={result['n']})")
-    if intervals:
+    if any(e.defined for e in intervals.values()):
         print(f"[95% intervals from these {result['n']} images alone (bootstrap, "
               f"{args.bootstrap} resamples); another training seed can differ by more]")
     return 0

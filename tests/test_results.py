@@ -155,18 +155,20 @@ def test_protocol_on_another_multiclass_dataset(tmp_path, capsys):
     write_synthetic(tmp_path / "data", "bloodmnist")
     argv = ["--data-root", str(tmp_path / "data"), "--datasets", "bloodmnist", "--seeds", "0",
             "--epochs", "bloodmnist=1", "--recipes", "plain", "--rows", "classical",
-            "--jobs", "1", "--limit-train", "48", "--limit-eval", "24", "--no-verify",
+            "--jobs", "1", "--limit-train", "48", "--limit-eval", "32", "--no-verify",
             "--out", str(tmp_path / "runs"), "--docs", str(tmp_path / "docs")]
     assert results.main(argv) == 0
     report = (tmp_path / "docs" / "RESULTS.md").read_text()
-    assert "## bloodmnist" in report and "**Subset run** (train 48 images, val/test 24 images)" in report
+    assert "## bloodmnist" in report and "**Subset run** (train 48 images, val/test 32 images)" in report
     assert "| `aer_noisy_mitigated` |" in report and "HQCNN trained on `aer_noisy`" in report
     assert "Mitigated noisy accuracy minus exact accuracy" in report
     gap_line = next(line for line in report.splitlines() if line.startswith("Mitigated noisy"))
-    assert "points on average (95% interval " in gap_line  # paired per image, from cached scores
+    # paired per image, from the cached scores; one seed: the images' error only, no judgement
+    assert "points on average (95% interval from the images alone, one seed: " in gap_line
+    assert "95% interval lies" not in gap_line and "reaches beyond" not in gap_line
     cell = json.loads((tmp_path / "runs" / "bloodmnist" / "plain" / "hqcnn" / "seed0" /
                        "metrics.json").read_text())
-    assert cell["test"]["n"] == 24 and cell["config"]["dataset"]["flag"] == "bloodmnist"
+    assert cell["test"]["n"] == 32 and cell["config"]["dataset"]["flag"] == "bloodmnist"
     # the noisy evaluations are cached, and redone when the image subset changes
     cache = tmp_path / "runs" / "bloodmnist" / "plain" / "noise_aer_noisy_seed0.json"
     stamp = cache.stat().st_mtime_ns
@@ -190,11 +192,11 @@ def test_verdict_follows_the_interval_of_the_difference():
     from hqcnn_qiskit.uncertainty import Estimate
 
     def diff(mean, low, high, seeds=3):
-        return Estimate(mean, low, high, 0.01, 0.01, 4.0, seeds, 2000)
+        return Estimate(mean, low, high, 0.01, 0.01, seeds, 2000)
 
-    assert "beats its twin: the 95% interval" in results._verdict(diff(0.02, 0.01, 0.03), "its twin")
+    assert "beats its twin: the difference is +0.020 and its 95% interval, +0.010 to +0.030, lies above 0" in results._verdict(diff(0.02, 0.01, 0.03), "its twin")
     text = results._verdict(diff(-0.016, -0.04, 0.01), "its twin")
-    assert "includes 0, so these runs cannot tell the two apart" in text
+    assert "includes 0, so differences up to 0.040 either way are not excluded" in text
     assert "which is better" in results._verdict(diff(-0.05, -0.08, -0.01), "its twin")
     # one seed does not measure the training runs: no verdict, whatever the interval says
     assert "none; the difference is +0.020, but one seed" in results._verdict(

@@ -61,7 +61,8 @@ def test_cli_evaluate_json(trained, data_root):
     # 95% intervals from these images, around the reported number
     for metric in ("acc", "auc"):
         low, high = report[f"{metric}_95"]
-        assert 0.0 <= low < report[metric] < high <= 1.0 or low == report[metric] == high
+        assert 0.0 < low < report[metric] < high < 1.0
+    assert report["bootstrap"] == 2000
 
 
 def test_cli_evaluate_prints_intervals(trained, data_root):
@@ -73,6 +74,8 @@ def test_cli_evaluate_prints_intervals(trained, data_root):
     assert "[95% intervals from these 40 images alone (bootstrap, 300 resamples)" in result.stdout
     plain = run_cli(*args, "--bootstrap", 0)
     assert "95%" not in plain.stdout and "acc " in plain.stdout
+    few = run_cli(*args[:-3], "--limit", 10, "--no-progress")
+    assert few.returncode == 0 and "no 95% interval for ACC and AUC: fewer than 30 images" in few.stderr
 
 
 def test_checkpoint_is_safe_and_complete(trained):
@@ -185,6 +188,8 @@ def test_classical_twin_trains(tmp_path, data_root, capsys):
         (["evaluate", "--checkpoint", "X", "--split", "dev"], "invalid choice"),
         (["evaluate", "--checkpoint", "X", "--bootstrap", "-5"],
          "expected zero or a positive number, got -5"),
+        (["evaluate", "--checkpoint", "X", "--bootstrap", "50"],
+         "expected 0 (no intervals) or at least 100, got 50"),
         (["evaluate", "--checkpoint", "nowhere.pt"], "does not exist"),
         (["evaluate", "--checkpoint", "X"], "is a folder; pass a checkpoint in it"),
         (["train", "--dataset", "breastmnist", "--weight-decay", "-1", "--out", "X"],
