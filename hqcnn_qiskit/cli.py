@@ -23,45 +23,36 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _int(text: str, *, zero: bool) -> int:
+def _number(text: str, *, parse: type, zero: bool):
+    """``text`` as an int or float that is positive (or, with ``zero``, not negative)."""
     try:
-        value = int(text)
+        value = parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
-    if value < (0 if zero else 1):
-        kind = "zero or a positive number" if zero else "a positive number"
-        raise argparse.ArgumentTypeError(f"expected {kind}, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    return _int(text, zero=False)
-
-
-def _resamples(text: str) -> int:
-    value = _int(text, zero=True)
-    if 0 < value < 100:
-        raise argparse.ArgumentTypeError(f"expected 0 (no intervals) or at least 100, got {value}")
-    return value
-
-
-def _float(text: str, *, zero: bool) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+        kind = "a whole number" if parse is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {kind}, got '{text}'") from None
     if not (value >= 0 if zero else value > 0) or math.isinf(value):
         kind = "zero or a positive number" if zero else "a positive number"
         raise argparse.ArgumentTypeError(f"expected {kind}, got {text}")
     return value
 
 
+def _positive_int(text: str) -> int:
+    return _number(text, parse=int, zero=False)
+
+
+def _resamples(text: str) -> int:
+    value = _number(text, parse=int, zero=True)
+    if 0 < value < 100:
+        raise argparse.ArgumentTypeError(f"expected 0 (no intervals) or at least 100, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
-    return _float(text, zero=False)
+    return _number(text, parse=float, zero=False)
 
 
 def _non_negative_float(text: str) -> float:
-    return _float(text, zero=True)
+    return _number(text, parse=float, zero=True)
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
