@@ -16,4 +16,7 @@ def test_readme_python_block_runs(tmp_path, data_root, monkeypatch, capsys):
     exec(compile(blocks[0], "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "'quantum': 22" in out and "'backend': 'aer_noisy'" in out
+    assert re.search(r"test AUC (\d\.\d{3}) \[(\d\.\d{3}), (\d\.\d{3})\]", out)
+    auc, low, high = map(float, re.search(r"test AUC (\S+) \[(\S+), (\S+)\]", out).groups())
+    assert low < auc < high
     assert (tmp_path / "runs" / "api" / "best.pt").is_file()
