@@ -6,8 +6,9 @@
 Official splits, several seeds, model selection on validation AUC only (inside ``train``),
 mean ± std of test ACC/AUC, and 95% intervals of the means and of the HQCNN's differences
 that add the test split's own sampling error (a paired bootstrap over the test images, from
-per-image scores recomputed from each ``best.pt``) to the spread over seeds. The training recipe (augmentation, weight decay) is chosen per
-dataset on the validation split too: the HQCNN is trained with every recipe in ``--recipes``,
+per-image scores recomputed from each ``best.pt``) to the spread over seeds. The training
+recipe (augmentation, weight decay) is chosen per dataset on the validation split too: the
+HQCNN is trained with every recipe in ``--recipes``,
 the recipe with the best mean validation AUC over the seeds is kept, and the other rows and the
 noise study use it; the report shows the whole comparison.
 
@@ -275,6 +276,8 @@ def estimates(out: Path, dataset: str, recipe: str, seeds: list[int]) -> dict:
 
 def _uncertainty_lines(stats: dict, n: int) -> list[str]:
     """The report's paragraph and table on the intervals of ``stats``."""
+    from hqcnn_qiskit.uncertainty import MIN_IMAGES, MIN_USABLE_SHARE
+
     one_seed = min(e.seeds for by_metric in stats.values() for e in by_metric.values()) < 2
     lines = ["", "Uncertainty of these means. The ± above is the spread of single runs over the "
              "seeds. The 95% intervals below are for the mean over seeds and over samples of "
@@ -311,8 +314,9 @@ def _uncertainty_lines(stats: dict, n: int) -> list[str]:
                          f"{e.se_split:.3f} | {seed_se} | {e.seeds} |")
     if usable != {BOOTSTRAP_RESAMPLES}:
         lines += ["", f"Some resamples lacked a class and were left out (usable: "
-                      f"{', '.join(map(str, sorted(usable)))} of {BOOTSTRAP_RESAMPLES}); "
-                      "with fewer than 100 there is no interval (—)."]
+                      f"{', '.join(map(str, sorted(usable)))} of {BOOTSTRAP_RESAMPLES}); with "
+                      f"fewer than {MIN_USABLE_SHARE:.0%} usable, or fewer than {MIN_IMAGES} "
+                      "test images, there is no interval (—)."]
     return lines
 
 
@@ -585,13 +589,14 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
                 lines += ["", _verdict(stats[f"hqcnn-{row}"]["auc"], name)]
         if dataset in TARGETS and summary["hqcnn"][0]:
             n = runs_of["hqcnn"][0]["test"]["n"]
-            checks = []
+            checks, judged = [], False
             for i, (metric, goal) in enumerate(zip(("AUC", "ACC"), TARGETS[dataset])):
                 mean = _mean_std(summary["hqcnn"][i])[0]
                 text = f"{metric} ≥ {goal:.2f}: {mean:.3f}"
                 e = stats.get("hqcnn", {}).get(metric.lower())
                 e = e if e and e.defined and e.seeds > 1 else None
                 if e:
+                    judged = True
                     text += f" (95% interval {e.low:.3f} to {e.high:.3f})"
                 text += f", **{'met' if mean >= goal else 'missed'}**"
                 if e and e.low <= goal <= e.high:
@@ -599,8 +604,9 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
                 checks.append(text)
             lines += ["", "Targets (HQCNN, mean of the seeds): " + "; ".join(checks)
                       + f". Scale: on these {n} test images one image is {100 / n:.1f} points "
-                        "of ACC. A target inside its interval is one these runs cannot tell "
-                        "apart from the result, in either direction."]
+                        "of ACC." + (" A target inside its interval is one these runs cannot "
+                                     "tell apart from the result, in either direction."
+                                     if judged else "")]
         if noise.get(dataset):
             evals = noise[dataset]["evals"]
             lines += ["", "### Noise study", "",
