@@ -129,7 +129,8 @@ def _measurement_bases(observables) -> int:
     (:func:`hqcnn_qiskit.measurement.measurement_bases`)."""
     from .measurement import measurement_bases
 
-    return len(measurement_bases(list(observables)))
+    return len(measurement_bases([observables] if isinstance(observables, str)
+                                 else list(observables)))
 
 
 def estimate_usage(circuit, target, *, rows: int, observables, shots: int, mitigation,
@@ -138,7 +139,9 @@ def estimate_usage(circuit, target, *, rows: int, observables, shots: int, mitig
 
     ``usage ≈ jobs x 2 s + (rep_delay + circuit length) x executions``, where executions =
     rows x measurement bases (the qubit-wise commuting groups the local sampling estimator
-    measures, :func:`hqcnn_qiskit.measurement.measurement_bases`) x shots x ZNE noise factors,
+    measures, :func:`hqcnn_qiskit.measurement.measurement_bases`; IBM groups on its side, and
+    the greedy grouping is never smaller than qiskit's, so for IBM this errs high) x shots x ZNE
+    noise factors,
     plus, with readout mitigation (TREX), one calibration circuit's shots per basis (assumed).
     Circuit length is the ISA circuit's scheduled duration plus one measurement and one qubit
     initialisation (a reset's duration). Twirling spreads the shots over randomizations without

@@ -249,14 +249,25 @@ class DensityRunner:
 
 class SamplerRunner:
     """Runs full-width device circuits through a ``BaseSamplerV2`` (e.g. qiskit-ibm-runtime's
-    ``SamplerV2`` in local testing mode), all jobs as PUBs of one ``run`` call."""
+    ``SamplerV2`` in local testing mode), all jobs as PUBs of one ``run`` call.
+
+    Args:
+        sampler: The sampler.
+        seed: With a seed, each ``run`` gives the local simulator a new seed drawn from it, so
+            that successive calls (batches) get independent shots and a run is reproducible.
+            A fixed ``seed_simulator`` in the sampler's options would repeat the same shot noise
+            in every batch.
+    """
 
     compacts = False
 
-    def __init__(self, sampler):
+    def __init__(self, sampler, *, seed: int | None = None):
         self.sampler = sampler
+        self.rng = np.random.default_rng(seed) if seed is not None else None
 
     def run(self, qubits: tuple[int, ...], jobs: list[_Job]) -> list[np.ndarray]:
+        if self.rng is not None:
+            self.sampler.options.simulator.seed_simulator = int(self.rng.integers(2**31))
         pubs = []
         for job in jobs:
             if job.circuit.num_parameters:
@@ -652,12 +663,9 @@ class RuntimeLocalBackend(DeviceBackend):
         from qiskit_ibm_runtime import SamplerV2
 
         p = self.profile
-        options = {"default_shots": p.shots or 1024}
-        if p.seed is not None:
-            options["simulator"] = {"seed_simulator": p.seed}
-        sampler = SamplerV2(mode=self.device, options=options)
+        sampler = SamplerV2(mode=self.device, options={"default_shots": p.shots or 1024})
         return SamplingEstimator(
-            SamplerRunner(sampler), shots=p.shots or 1024, mitigation=p.mitigation,
+            SamplerRunner(sampler, seed=p.seed), shots=p.shots or 1024, mitigation=p.mitigation,
             target=self.target, seed=p.seed,
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from qiskit.circuit import QuantumCircuit
 from qiskit.quantum_info import SparsePauliOp
 
 from hqcnn_qiskit.backends import get_backend
@@ -213,3 +214,32 @@ def test_hqcnn_readout_is_two_bases_all_x_and_all_z(transpiled):
     device = measurement_bases(transpiled.observables)
     assert [set(b.values()) for b in device] == [{"X"}, {"Z"}]
     assert sorted(device[0]) == sorted(device[1]) == sorted(transpiled.physical_qubits)
+    from hqcnn_qiskit.jobs import _measurement_bases
+
+    assert _measurement_bases("XZ") == 1  # one label is one observable, not two letters
+
+
+def test_runtime_sampler_draws_fresh_shots_on_every_call():
+    """Local testing mode: each call (each evaluation batch) gets new shots from the profile's
+    seed, so images in different batches do not share their shot noise, and a rerun with the
+    same seed gives the same numbers."""
+    from qiskit import transpile
+    from qiskit_ibm_runtime import SamplerV2
+    from qiskit_ibm_runtime.fake_provider import FakeManilaV2
+
+    from hqcnn_qiskit.noisy import SamplerRunner, _Job
+
+    device = FakeManilaV2()
+    circuit = QuantumCircuit(1, 1)
+    circuit.h(0)
+    circuit.measure(0, 0)
+    job = _Job(circuit=transpile(circuit, device, seed_transpiler=0), rows=np.zeros((1, 0)),
+               shots=200)
+
+    def runner():
+        return SamplerRunner(SamplerV2(mode=device, options={"default_shots": 200}), seed=3)
+
+    first = runner()
+    a, b = first.run((0,), [job])[0], first.run((0,), [job])[0]
+    assert not np.array_equal(a, b)  # a new draw on the second call
+    assert np.array_equal(runner().run((0,), [job])[0], a)  # reproducible from the seed
