@@ -14,16 +14,17 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint
 from .data import DatasetSpec, load_split
-from .errors import CheckpointError, DataError, first_line
+from .errors import CheckpointError, ConfigError, DataError, first_line
 from .model import HQCNN, ModelConfig
-from .profiles import eval_batch_size
+from .profiles import DEFAULT_EVAL_BATCH_SIZE, eval_batch_size
 
 __all__ = ["predict", "compute_metrics", "evaluate_model", "load_checkpoint_model", "evaluate_checkpoint"]
 
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, dataset: TensorDataset, *, batch_size: int = 256, multilabel: bool = False,
+    model: nn.Module, dataset: TensorDataset, *, batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
+    multilabel: bool = False,
     progress: bool = False, desc: str = "predict",
 ) -> np.ndarray:
     """Class probabilities (softmax), or label probabilities (sigmoid) for multi-label tasks.
@@ -32,6 +33,8 @@ def predict(
     often the progress bar (counted in images) advances. Shot-sampling backends draw their
     samples per forward pass, so there the scores move within shot noise with the batching.
     """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     model.eval()
     images = dataset.tensors[0]
     scores = []
@@ -62,7 +65,8 @@ def compute_metrics(spec: DatasetSpec, labels: torch.Tensor, scores: np.ndarray)
                 "auc": float(getAUC(y_true, scores, task))}
 
 
-def evaluate_model(model: HQCNN, spec: DatasetSpec, dataset: TensorDataset, *, batch_size: int = 256,
+def evaluate_model(model: HQCNN, spec: DatasetSpec, dataset: TensorDataset, *,
+                   batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
                    progress: bool = False, desc: str = "evaluate", keep_scores: bool = False) -> dict:
     """``{"acc", "auc", "n"}`` of ``model`` on ``dataset``; with ``keep_scores`` also
     ``"scores"`` (images x columns) and ``"labels"``, as NumPy arrays."""

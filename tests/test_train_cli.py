@@ -308,6 +308,10 @@ def test_batch_size_does_not_change_predictions(model):
     small = predict(net.train(), data, batch_size=5)
     assert big.shape == small.shape == (37, 2)
     np.testing.assert_allclose(small, big, rtol=0, atol=1e-6)
+    from hqcnn_qiskit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="batch_size must be at least 1, got 0"):
+        predict(net, data, batch_size=0)
 
 
 def test_progress_bar_counts_images(monkeypatch):
