@@ -492,11 +492,15 @@ def _recipe_table(out: Path, dataset: str, recipes: list[str], seeds: list[int],
     from medmnist import INFO
 
     n_val = min(INFO[dataset]["n_samples"]["val"], limit_eval or 10**9)
-    lines = ["### Recipe selection (HQCNN, validation split only)", "",
-             (f"Chosen: **{chosen}**, the best mean validation AUC ({n_val} validation images). "
-              "The test columns were not used for the choice; they are shown so the reader can "
-              "judge it, and differences smaller than the standard deviations are noise. "
-              + RECIPE_HISTORY), "",
+    if len(recipes) == 1:  # e.g. a rerun with more seeds of the recipe chosen before
+        why = (f"Recipe: **{chosen}**, fixed by `--recipes`: no choice was made in this run. "
+               "The recipe itself was chosen by the full protocol (see the main report).")
+    else:
+        why = (f"Chosen: **{chosen}**, the best mean validation AUC ({n_val} validation images). "
+               "The test columns were not used for the choice; they are shown so the reader can "
+               "judge it, and differences smaller than the standard deviations are noise. "
+               + RECIPE_HISTORY)
+    lines = ["### Recipe selection (HQCNN, validation split only)", "", why, "",
              "| recipe | settings | val AUC | val ACC | test AUC | test ACC | seeds | selected epochs |",
              "|---|---|---|---|---|---|---|---|"]
     notes = []
