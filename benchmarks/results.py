@@ -278,7 +278,11 @@ def _uncertainty_lines(stats: dict, n: int) -> list[str]:
     """The report's paragraph and table on the intervals of ``stats``."""
     from hqcnn_qiskit.uncertainty import MIN_IMAGES, MIN_USABLE_SHARE
 
-    one_seed = min(e.seeds for by_metric in stats.values() for e in by_metric.values()) < 2
+    from scipy.stats import t as student
+
+    counts = [e.seeds for by_metric in stats.values() for e in by_metric.values()]
+    one_seed, k = min(counts) < 2, max(counts)
+    t_note = f"{k} seeds: t = {student.ppf(0.975, k - 1):.2f}" if k > 1 else "one seed: no t"
     lines = ["", "Uncertainty of these means. The ± above is the spread of single runs over the "
              "seeds. The 95% intervals below are for the mean over seeds and over samples of "
              f"test images like this one ({n} images). They add two variances. SE split: the "
@@ -289,7 +293,7 @@ def _uncertainty_lines(stats: dict, n: int) -> list[str]:
              "SE seeds: seed std / √seeds on the test split, the training runs' differences "
              "together with each seed's own image noise. Half-width √((z·SE split)² + "
              "(t·SE seeds)²), z the normal 97.5% quantile and t Student's at seeds − 1 degrees "
-             "of freedom (3 seeds: t = 4.3, so the intervals are wide), computed on the logit "
+             f"of freedom ({t_note}; few seeds give wide intervals), computed on the logit "
              "scale for ACC and AUC and mapped back into [0, 1]; the table shows the SEs on the "
              "plain scale. Differences are paired by seed and by image; their SE split is small "
              "when the images that favour one model over the other change from seed to seed "
