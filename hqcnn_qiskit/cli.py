@@ -138,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_job_commands(sub) -> None:
     """``infer`` and ``jobs`` (IBM Runtime inference)."""
-    from . import jobs
+    from .jobs_cli import add_commands
 
-    jobs.add_commands(sub, _Parser)
+    add_commands(sub, _Parser)
 
 
 def _version() -> str:

@@ -32,15 +32,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+import numpy as np
+import torch
+
+from .checkpoint import atomic_write, file_sha256
 from .errors import BackendError, CheckpointError, ConfigError, HQCNNError
-
-if TYPE_CHECKING:
-    import numpy as np
-
-# numpy, torch and qiskit are imported inside the functions that use them: building the
-# command-line parser (``add_commands``) must not load them, so that ``--help`` is quick.
+from .profiles import CONFIRM_ABOVE_SECONDS
 
 __all__ = [
     "CONFIRM_ABOVE_SECONDS",
@@ -56,12 +54,8 @@ __all__ = [
     "fetch_job",
     "job_status",
     "list_jobs",
-    "add_commands",
 ]
 
-#: Ask for ``--yes`` when a real-device submission is estimated above this many QPU seconds
-#: (5% of the Open plan's 10 minutes per 28 days).
-CONFIRM_ABOVE_SECONDS = 30.0
 #: The Open plan's QPU time per rolling 28 days.
 OPEN_PLAN_SECONDS = 600.0
 #: IBM's job validation limit on executions (circuits after broadcasting x shots) per job. The
@@ -246,8 +240,6 @@ def _saved_circuit(run_dir: Path, train_backend: str | None, device_name: str, t
 
 def _rows(circuit, model, angles: np.ndarray) -> tuple[np.ndarray, dict]:
     """Parameter rows in ``circuit.parameters`` order, matched by name."""
-    import numpy as np
-
     q = model.quantum
     weights = dict(zip((p.name for p in q.weight_params),
                        q.connector.weight.detach().double().numpy().tolist()))
@@ -286,10 +278,7 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
         BackendError: Unknown profile or device, too few qubits, no account (not in dry run).
         DataError: The data does not match the checkpoint's dataset.
     """
-    import torch
-
     from .backends import get_backend
-    from .checkpoint import file_sha256
     from .data import DatasetSpec, load_split, subset_indices
     from .evaluate import load_checkpoint_model
     from .profiles import load_profile
@@ -452,10 +441,6 @@ def _submission_dir(plan: InferencePlan, submission: str) -> Path:
 
 def _save_inputs(plan: InferencePlan, submission: str) -> Path:
     """Write the head-side inputs before anything is submitted."""
-    import numpy as np
-
-    from .checkpoint import atomic_write
-
     folder = _submission_dir(plan, submission)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder / "inputs.npz",
@@ -500,8 +485,6 @@ def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stde
     Raises:
         ConfigError: A real-device submission above :data:`CONFIRM_ABOVE_SECONDS` without ``yes``.
     """
-    import numpy as np
-
     seconds = max(plan.estimate.get("seconds", 0.0), plan.estimate.get("quick_formula_seconds", 0.0))
     if plan.remote and seconds > CONFIRM_ABOVE_SECONDS and not yes:
         raise ConfigError(
@@ -552,10 +535,6 @@ def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stde
 
 
 def _save_result(folder: Path, part: int, evs: np.ndarray) -> None:
-    import numpy as np
-
-    from .checkpoint import atomic_write
-
     atomic_write(folder / f"result_{part}.npy", lambda fh: np.save(fh, evs))
 
 
@@ -626,10 +605,6 @@ def fetch_job(job_id: str, *, wait: bool = True, log: Log = _stderr) -> dict:
         HQCNNError: Unknown job id, a failed job (with the service's reason), a job not finished
             yet (``wait=False``), or a checkpoint that changed since submission.
     """
-    import numpy as np
-    import torch
-
-    from .checkpoint import atomic_write, file_sha256
     from .data import DatasetSpec
     from .evaluate import compute_metrics, load_checkpoint_model
 
@@ -696,8 +671,6 @@ def fetch_job(job_id: str, *, wait: bool = True, log: Log = _stderr) -> dict:
 
 def _collect(run_dir: Path, meta: dict, job_id: str, part: int, path: Path, *, wait: bool,
              log: Log) -> None:
-    import numpy as np
-
     from . import ibm
 
     service = ibm.get_service()
@@ -753,127 +726,3 @@ def infer(checkpoint, *, backend: str, split: str = "test", limit: int | None = 
     if not wait:
         log("local testing mode runs in this process: the job is already done")
     return fetch_job(ids[0], wait=True, log=log) | {"job_ids": ids}
-
-
-# Command line ----------------------------------------------------------------------------------
-def add_commands(sub, parser_class) -> None:
-    """Add ``infer`` and ``jobs {list,status,fetch}`` to the ``hqcnn-qiskit`` parser."""
-    from .cli import _add_data_args, _positive_int
-
-    p = sub.add_parser("infer", help="run a checkpoint's circuit as one journaled job",
-                       description="Run the classical front locally and the circuit of all "
-                                   "images as one estimator job (IBM Quantum for kind runtime); "
-                                   "the job id is journaled before waiting.")
-    p.add_argument("--checkpoint", required=True, metavar="RUN_DIR/best.pt")
-    p.add_argument("--backend", required=True,
-                   help="profile name or .toml path: fake_brisbane, ibm_brisbane, ibm_least_busy")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="a fixed subset of N images")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the ISA circuit and the QPU usage estimate; submit nothing")
-    p.add_argument("--no-wait", action="store_true",
-                   help="return once the job is submitted (`jobs fetch` collects it)")
-    p.add_argument("--yes", action="store_true",
-                   help=f"submit even above {CONFIRM_ABOVE_SECONDS:.0f} s of estimated QPU usage")
-    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    _add_data_args(p)
-    p.set_defaults(func=_infer_cmd)
-
-    p = sub.add_parser("jobs", help="list, check and fetch inference jobs",
-                       description="The inference jobs in $HQCNN_HOME/jobs.jsonl.")
-    jobs_sub = p.add_subparsers(dest="jobs_command", metavar="ACTION", parser_class=parser_class)
-    jobs_sub.required = True
-    q = jobs_sub.add_parser("list", help="every journaled job")
-    q.add_argument("--json", action="store_true")
-    q.set_defaults(func=_list_cmd)
-    q = jobs_sub.add_parser("status", help="the service's state of a job")
-    q.add_argument("job_id", metavar="JOB_ID")
-    q.add_argument("--json", action="store_true")
-    q.set_defaults(func=_status_cmd)
-    q = jobs_sub.add_parser("fetch", help="collect a job's result, finish the head, print ACC/AUC")
-    q.add_argument("job_id", metavar="JOB_ID")
-    q.add_argument("--no-wait", action="store_true", help="fail instead of waiting if not done")
-    q.add_argument("--json", action="store_true")
-    q.set_defaults(func=_fetch_cmd)
-
-
-_JSON_KEYS = ("acc", "auc", "n", "split", "backend", "dataset", "job_id")
-
-
-def _print_metrics(result: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps({k: result[k] for k in _JSON_KEYS}))
-    else:
-        print(f"{result['dataset']} {result['split']} on {result['backend']} "
-              f"(job {result['job_id']}): acc {result['acc']:.4f}  auc {result['auc']:.4f}  "
-              f"(n={result['n']}); predictions: {result['predictions']}")
-
-
-def _interrupted(job_ids: list[str]) -> int:
-    which = " ".join(job_ids) if job_ids else "(none submitted yet)"
-    print(f"hqcnn-qiskit: interrupted; journaled job(s) {which} keep running: "
-          "`hqcnn-qiskit jobs fetch JOB_ID` collects the result", file=sys.stderr)
-    return 130
-
-
-def _infer_cmd(args) -> int:
-    try:
-        result = infer(args.checkpoint, backend=args.backend, split=args.split, limit=args.limit,
-                       data_root=args.data_root, verify=not args.no_verify, dry_run=args.dry_run,
-                       wait=not args.no_wait, yes=args.yes)
-    except KeyboardInterrupt:
-        ids = [r["job_id"] for r in _read_lines(hqcnn_home() / "jobs.jsonl")[-1:]]
-        return _interrupted(ids)
-    if result.get("dry_run"):
-        if args.json:
-            print(json.dumps({k: result[k] for k in ("plan", "estimate", "isa", "offline")}))
-        else:
-            print("dry run: nothing submitted")
-            print("\n".join(result["plan"]))
-        return 0
-    if result.get("status") == "submitted":
-        if args.json:
-            print(json.dumps(result))
-        else:
-            print(f"submitted {' '.join(result['job_ids'])}; "
-                  f"`hqcnn-qiskit jobs fetch {result['job_id']}` collects the result")
-        return 0
-    _print_metrics(result, args.json)
-    return 0
-
-
-def _list_cmd(args) -> int:
-    jobs = list_jobs()
-    if args.json:
-        print(json.dumps(jobs))
-        return 0
-    if not jobs:
-        print(f"no jobs in {hqcnn_home() / 'jobs.jsonl'}")
-    for j in jobs:
-        part = f" part {j['part'] + 1}/{j['parts']}" if j.get("parts", 1) > 1 else ""
-        print(f"{j['job_id']:<44} {j.get('state', ''):<9} {j.get('backend', ''):<16} "
-              f"{j.get('device', ''):<14} {j.get('time', '')}  {j.get('run_dir', '')}{part}")
-    return 0
-
-
-def _status_cmd(args) -> int:
-    info = job_status(args.job_id)
-    if args.json:
-        print(json.dumps(info))
-    else:
-        reason = f" ({info['reason']})" if info["reason"] else ""
-        print(f"{info['job_id']}: {info['status']}{reason} on {info['device']}")
-    return 0
-
-
-def _fetch_cmd(args) -> int:
-    try:
-        result = fetch_job(args.job_id, wait=not args.no_wait)
-    except KeyboardInterrupt:
-        return _interrupted([args.job_id])
-    _print_metrics(result, args.json)
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit("use `hqcnn-qiskit infer` / `hqcnn-qiskit jobs`")

@@ -16,7 +16,7 @@ from .errors import BackendError
 
 __all__ = ["BackendProfile", "MitigationSettings", "load_profile", "list_profiles", "KINDS",
            "ENGINES", "SLOW_TO_TRAIN", "EVAL_BATCH_SIZES", "DEFAULT_EVAL_BATCH_SIZE",
-           "eval_batch_size"]
+           "eval_batch_size", "CONFIRM_ABOVE_SECONDS"]
 
 #: What each ``kind`` means; backends.py turns each into an object.
 KINDS = {
@@ -29,6 +29,10 @@ KINDS = {
 #: Kinds that run each circuit through the device path: fine to evaluate or infer on, but every
 #: training step runs 2 x 26 parameter-shift circuits per image through it (seconds per image).
 SLOW_TO_TRAIN = frozenset({"runtime_local", "runtime"})
+
+#: ``infer`` asks for ``--yes`` when a real-device submission is estimated above this many QPU
+#: seconds (5% of the Open plan's 10 minutes per 28 days).
+CONFIRM_ABOVE_SECONDS = 30.0
 
 #: Images per forward pass when evaluating a checkpoint (``evaluate``), by kind; other kinds use
 #: :data:`DEFAULT_EVAL_BATCH_SIZE`. The progress bar advances once per pass. ``runtime_local``
