@@ -173,15 +173,14 @@ def _noise_eval(out: Path, dataset: str, recipe: str, seed: int, backend: str, d
                 limit: int | None, verify: bool = True) -> dict:
     """The exact-trained HQCNN of one seed evaluated on another backend; cached as JSON while
     the checkpoint (its SHA-256), the backend profile and the image subset stay the same."""
-    from hqcnn_qiskit import __version__
-    from hqcnn_qiskit.checkpoint import file_sha256, write_json
+    from hqcnn_qiskit.checkpoint import write_json
     from hqcnn_qiskit.evaluate import evaluate_checkpoint
     from hqcnn_qiskit.profiles import load_profile
 
     cache = out / dataset / recipe / f"noise_{backend}_seed{seed}.json"
-    checkpoint = _cell(out, dataset, recipe, "hqcnn", seed) / "best.pt"
-    key = {"checkpoint_sha256": file_sha256(checkpoint),
-           "profile": repr(load_profile(backend)), "limit": limit, "version": __version__}
+    cell = _cell(out, dataset, recipe, "hqcnn", seed)
+    checkpoint = cell / "best.pt"
+    key = {**_scores_key(cell), "profile": repr(load_profile(backend)), "limit": limit}
     if cache.is_file():
         cached = json.loads(cache.read_text())
         if cached.get("key") == key and "scores" in cached:  # older caches kept no scores
