@@ -32,7 +32,7 @@ from .data import DatasetSpec, augment_batch, load_split
 from .errors import CheckpointError, ConfigError
 from .evaluate import evaluate_model
 from .model import HQCNN, ModelConfig, count_parameters
-from .profiles import SLOW_TO_TRAIN
+from .profiles import SLOW_TO_TRAIN, eval_batch_size
 
 __all__ = ["TrainConfig", "train"]
 
@@ -229,6 +229,8 @@ def train(
         f"{counts['classical']} classical parameters; backend {backend_info.get('name')}; "
         f"train/val/test {len(train_set)}/{len(val_set)}/{len(test_set)}"
     )
+    # images per evaluation pass: small where one pass is slow, so the test bar moves
+    eval_batch = eval_batch_size(backend_info.get("kind"))
     if backend_info.get("kind") in SLOW_TO_TRAIN:
         log(f"note: training on {backend_info['name']} runs every parameter-shift circuit "
             "through the device path, seconds per image per step; the usual route is to train "
@@ -283,7 +285,7 @@ def train(
             seen += len(idx)
             bar.set_postfix(_batch_postfix(model, loss.item()), refresh=False)
         bar.close()
-        val = evaluate_model(model, spec, val_set)
+        val = evaluate_model(model, spec, val_set, batch_size=eval_batch)
         seconds = time.perf_counter() - started
         elapsed += seconds
         record = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_acc": val["acc"],
@@ -317,7 +319,8 @@ def train(
 
     best_state = load_checkpoint(out / "best.pt")
     model.load_state_dict(best_state["model"])
-    test = evaluate_model(model, spec, test_set, progress=progress, desc="test")
+    test = evaluate_model(model, spec, test_set, batch_size=eval_batch, progress=progress,
+                          desc="test")
     metrics = {
         "best_epoch": best["epoch"],
         "val": {"acc": best.get("acc"), "auc": best["auc"]},

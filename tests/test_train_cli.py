@@ -364,6 +364,26 @@ def test_evaluate_uses_small_batches_on_slow_backends(trained, data_root, monkey
     assert seen["fake_brisbane"] == 3  # an explicit batch size wins
 
 
+def test_training_evaluates_in_the_backend_kinds_batches(tmp_path, data_root, monkeypatch):
+    """train's validation and final test passes use the same per-kind batch size as evaluate
+    (on fake_brisbane 32 images, so the test bar moves)."""
+    from hqcnn_qiskit import profiles, train as train_module
+
+    monkeypatch.setitem(profiles.EVAL_BATCH_SIZES, "exact", 3)
+    calls = []
+    real = train_module.evaluate_model
+
+    def recording(model, spec, dataset, **kwargs):
+        calls.append((len(dataset.tensors[0]), kwargs.get("batch_size")))
+        return real(model, spec, dataset, **kwargs)
+
+    monkeypatch.setattr(train_module, "evaluate_model", recording)
+    config = TrainConfig(dataset=DatasetSpec("breastmnist"), epochs=1, batch_size=4,
+                         limit_train=8, limit_eval=7)
+    train(config, tmp_path, data_root=data_root, progress=False, log=lambda m: None)
+    assert calls == [(7, 3), (7, 3)]  # validation, then test
+
+
 def test_unreadable_checkpoints_never_suggest_unsafe_loading(trained, tmp_path):
     out, _ = trained
     truncated = tmp_path / "cut.pt"
