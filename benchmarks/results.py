@@ -401,7 +401,23 @@ def _verdict(diff, other: str) -> str:
         verdict = (f"the HQCNN does **not** beat {other} on this evidence: {found} includes 0, "
                    f"so differences up to {max(-diff.low, diff.high):.3f} either way are not "
                    "excluded. An honest null result, not a proof that the two are equal.")
+        verdict += " " + _planning(diff)
     return f"Verdict on test AUC: {verdict}"
+
+
+def _planning(diff) -> str:
+    """What an unresolved difference would take to resolve, from its measured spreads."""
+    from hqcnn_qiskit.uncertainty import seeds_to_resolve
+
+    needed = seeds_to_resolve(diff)
+    start = (f"Planning: if the true difference were {diff.mean:+.3f}, excluding 0 with 80% "
+             "power would take")
+    if math.isinf(needed):
+        return (f"{start} more than any number of seeds: the test split's shared image noise "
+                f"(SE split {diff.se_split:.3f}) alone is too large for it; it needs a larger "
+                "test split.") if diff.mean else ""
+    return (f"{start} about {needed} seeds (here {diff.seeds}; an estimate from these runs' "
+            "own spreads).")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

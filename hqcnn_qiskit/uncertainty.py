@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Estimate", "metric_columns", "weighted_auc", "draw_counts", "paired_bootstrap",
-           "estimate", "split_intervals"]
+           "estimate", "split_intervals", "seeds_to_resolve"]
 
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 MIN_IMAGES = 30  # fewer images: no resamples, no interval (the bootstrap needs a sample)
@@ -227,3 +227,45 @@ def split_intervals(task: str, labels, scores, *, resamples: int = 2000,
     boot = paired_bootstrap(task, labels, {"model": {0: np.asarray(scores)}},
                             resamples=resamples, seed=seed)["model"]
     return {metric: estimate(boot[metric]) for metric in ("acc", "auc")}
+
+
+def seeds_to_resolve(diff: Estimate, *, power: float = 0.8) -> float:
+    """Seeds needed to tell a difference of ``diff.mean`` from 0, for planning the next run.
+
+    Takes the spreads of ``diff`` (a difference of two rows, :func:`estimate` with
+    ``bounded=False``) as the truth: the per-seed variance ``s² = k·se_seeds²`` and the shared
+    image variance ``C = se_split²``, which more seeds cannot shrink. With k seeds the interval's
+    half-width is ``√(z²·C + t²·s²/k)`` (as in :func:`estimate`); it excludes 0 with
+    probability about ``power`` when half-width + z_power·√(C + s²/k) ≤ |mean|.
+
+    Args:
+        diff: The estimated difference (at least two seeds).
+        power: Probability of excluding 0 if the true difference is ``diff.mean``.
+
+    Returns:
+        The smallest seed count k ≥ 2 that reaches ``power``; ``math.inf`` when none does,
+        because the test split's shared noise alone is too large (a larger test split, not more
+        seeds, is then needed) or the difference is 0; nan with fewer than two seeds or an
+        undefined interval.
+    """
+    from scipy.stats import norm, t as student
+
+    if diff.seeds < 2 or not diff.defined:
+        return math.nan
+    effect, shared = abs(diff.mean), diff.se_split**2
+    per_seed = diff.se_seeds**2 * diff.seeds
+    z_power = float(norm.ppf(power))
+    if effect == 0 or (Z95 + z_power) * math.sqrt(shared) >= effect:
+        return math.inf
+
+    def enough(k: int) -> bool:  # falls as k grows, so a bisection finds the first k
+        half = math.sqrt(Z95**2 * shared + float(student.ppf(0.975, k - 1)) ** 2 * per_seed / k)
+        return half + z_power * math.sqrt(shared + per_seed / k) <= effect
+
+    low, high = 1, 2
+    while not enough(high):
+        low, high = high, high * 2
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 
 import pytest
@@ -198,6 +199,9 @@ def test_verdict_follows_the_interval_of_the_difference():
     assert "beats its twin: the difference is +0.020 and its 95% interval, +0.010 to +0.030, lies above 0" in results._verdict(diff(0.02, 0.01, 0.03), "its twin")
     text = results._verdict(diff(-0.016, -0.04, 0.01), "its twin")
     assert "includes 0, so differences up to 0.040 either way are not excluded" in text
+    assert "more than any number of seeds" in text  # (1.96 + 0.84) * SE split 0.01 > 0.016
+    planned = results._verdict(Estimate(-0.016, -0.04, 0.01, 0.002, 0.01, 3, 2000), "its twin")
+    assert re.search(r"excluding 0 with 80% power would take about \d+ seeds \(here 3;", planned)
     assert "which is better" in results._verdict(diff(-0.05, -0.08, -0.01), "its twin")
     # one seed does not measure the training runs: no verdict, whatever the interval says
     assert "none; the difference is +0.020, but one seed" in results._verdict(

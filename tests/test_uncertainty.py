@@ -9,8 +9,8 @@ import pytest
 from medmnist.evaluator import getACC, getAUC
 from sklearn.metrics import roc_auc_score
 
-from hqcnn_qiskit.uncertainty import (draw_counts, estimate, metric_columns, paired_bootstrap,
-                                      weighted_auc)
+from hqcnn_qiskit.uncertainty import (Estimate, draw_counts, estimate, metric_columns,
+                                      paired_bootstrap, seeds_to_resolve, weighted_auc)
 
 TASKS = ["binary-class", "multi-class", "multi-label, binary-class"]
 
@@ -135,3 +135,30 @@ def test_estimate_one_seed_and_undefined_cases():
     mostly_nan[0, 50:] = np.nan  # 49 of 500 resamples usable: too few
     assert not estimate(mostly_nan).defined and estimate(mostly_nan).usable == 49
     assert not estimate(np.full((2, 300), np.nan)).defined
+
+
+@pytest.mark.parametrize("effect", [0.3, 0.5, 1.0])
+def test_seeds_to_resolve_matches_the_power_of_a_t_test(effect):
+    """Without shared image noise the interval is a one-sample t interval, whose exact power
+    comes from the noncentral t: at the planned seed count it is about 80%."""
+    from scipy.stats import nct, t as student
+
+    def power(k):
+        critical, shift = student.ppf(0.975, k - 1), effect * math.sqrt(k)
+        return 1 - nct.cdf(critical, k - 1, shift) + nct.cdf(-critical, k - 1, shift)
+
+    per_seed_sd, seeds = 1.0, 3
+    diff = Estimate(effect, effect - 1, effect + 1, 0.0, per_seed_sd / math.sqrt(seeds), seeds,
+                    2000)
+    k = seeds_to_resolve(diff)
+    assert 0.78 <= power(k) <= 0.85 and power(k - 1) < 0.8
+
+
+def test_seeds_to_resolve_knows_when_only_a_larger_test_split_helps():
+    def diff(mean, se_split, seeds=3):
+        return Estimate(mean, mean - 0.1, mean + 0.1, se_split, 0.01, seeds, 2000)
+
+    assert math.isinf(seeds_to_resolve(diff(0.02, 0.008)))  # (1.96 + 0.84) * 0.008 > 0.02
+    assert seeds_to_resolve(diff(0.05, 0.008)) < seeds_to_resolve(diff(0.03, 0.008))
+    assert math.isinf(seeds_to_resolve(diff(0.0, 0.0)))
+    assert math.isnan(seeds_to_resolve(diff(0.02, 0.0, seeds=1)))
