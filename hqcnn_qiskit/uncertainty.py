@@ -181,7 +181,8 @@ def estimate(values: np.ndarray, *, bounded: bool = True) -> Estimate:
     with each seed's own image noise). The half-width is
     ``√(z²·C + t²·s²/k)``, z the normal quantile and t Student's at k − 1 degrees of freedom,
     so that three seeds give a wide interval. A metric (``bounded``) is handled on the logit
-    scale, where it is less skewed, and mapped back into [0, 1].
+    scale, where it is less skewed, and mapped back into [0, 1]; if it reaches 0 or 1 (a
+    perfect score, on the split or on a resample), on the plain scale, clipped into [0, 1].
 
     Args:
         values: seeds x (1 + resamples), as from :func:`paired_bootstrap` (or a difference of
@@ -202,14 +203,20 @@ def estimate(values: np.ndarray, *, bounded: bool = True) -> Estimate:
     if not math.isfinite(mean) or usable < max(2, MIN_USABLE_SHARE * resamples):
         return Estimate(mean, math.nan, math.nan, math.nan, math.nan, k, usable)
     shared, seed_var = _variances(values[:, 0], boot)  # raw scale, for the reader
-    scale = _logit if bounded else np.asarray
+    # a value at 0 or 1 has no logit: clipping it would blow the variance up, so such a
+    # metric stays on the plain scale (clipped into [0, 1] at the end)
+    logit = bounded and bool(np.all((values[:, 0] > 0) & (values[:, 0] < 1))
+                             and np.all((boot > 0) & (boot < 1)))
+    scale = _logit if logit else np.asarray
     shared_s, seed_var_s = _variances(scale(values[:, 0]), scale(boot))
     half = math.sqrt(Z95**2 * shared_s
                      + (float(student.ppf(0.975, k - 1)) ** 2 * seed_var_s if k > 1 else 0.0))
     center = float(scale(mean))
     low, high = center - half, center + half
-    if bounded:
+    if logit:
         low, high = (float(1 / (1 + math.exp(-x))) for x in (low, high))
+    elif bounded:
+        low, high = max(low, 0.0), min(high, 1.0)
     return Estimate(mean, low, high, math.sqrt(shared), math.sqrt(seed_var), k, usable)
 
 

@@ -162,3 +162,18 @@ def test_seeds_to_resolve_knows_when_only_a_larger_test_split_helps():
     assert seeds_to_resolve(diff(0.05, 0.008)) < seeds_to_resolve(diff(0.03, 0.008))
     assert math.isinf(seeds_to_resolve(diff(0.0, 0.0)))
     assert math.isnan(seeds_to_resolve(diff(0.02, 0.0, seeds=1)))
+
+
+def test_intervals_of_a_near_perfect_score_stay_near_it():
+    """39 of 40 right: some resamples score exactly 1, which has no logit. The interval must not
+    blow up towards 0 (it did: 0.129 to 1.0), and a perfect score's interval must contain it."""
+    from hqcnn_qiskit.uncertainty import split_intervals
+
+    labels = np.array([0] * 20 + [1] * 20)
+    scores = np.where(np.eye(2)[labels] == 1, 0.9, 0.1)
+    scores[0] = [0.1, 0.9]
+    for e in split_intervals("binary-class", labels, scores).values():
+        assert e.mean == 0.975 and 0.9 < e.low < 0.975 and e.high == 1.0
+    scores[0] = [0.9, 0.1]
+    for e in split_intervals("binary-class", labels, scores).values():
+        assert e.low == e.high == 1.0
