@@ -341,6 +341,11 @@ class SamplingEstimator(BaseEstimatorV2):
         self.total_stats = {"shots": 0, "circuits": 0, "seconds": 0.0, "calls": 0}
         self._tally = dict(self.total_stats)
 
+    def generators(self) -> list[np.random.Generator]:
+        """Every random stream this estimator draws from: twirl masks, then the runner's."""
+        runner = getattr(self.runner, "rng", None)
+        return [self._rng] + ([runner] if runner is not None else [])
+
     # stats for progress bars
     def pop_stats(self) -> dict:
         """Shots, circuits, seconds and calls since the previous ``pop_stats`` (then reset)."""
@@ -610,6 +615,17 @@ class DeviceBackend(QuantumBackend):
 
     def _make_estimator(self):  # pragma: no cover - defined by subclasses
         raise NotImplementedError
+
+    def rng_state(self) -> list:
+        return [g.bit_generator.state for g in self.estimator().generators()]
+
+    def set_rng_state(self, state: list) -> None:
+        generators = self.estimator().generators()
+        if len(state) != len(generators):
+            raise BackendError(f"backend {self.name}: the saved random state has {len(state)} "
+                               f"streams, this backend {len(generators)}")
+        for generator, saved in zip(generators, state):
+            generator.bit_generator.state = saved
 
     @property
     def last_batch_stats(self) -> dict:

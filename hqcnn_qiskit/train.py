@@ -254,6 +254,8 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         shuffle.set_state(state["shuffle_rng"])
         set_rng_state(state["rng"])
+        if model.is_quantum and "backend_rng" in state:  # shots and twirls continue exactly
+            model.quantum.backend.set_rng_state(state["backend_rng"])
         history = list(state["history"])
         best = dict(state["best"])
         start_epoch = int(state["epoch"]) + 1
@@ -300,6 +302,7 @@ def train(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "rng": rng_state(),
+            "backend_rng": model.quantum.backend.rng_state() if model.is_quantum else [],
             "shuffle_rng": shuffle.get_state(),
             "epoch": epoch,
             "history": history,

@@ -81,15 +81,19 @@ def test_cli_evaluate_prints_intervals(trained, data_root):
 def test_checkpoint_is_safe_and_complete(trained):
     out, _ = trained
     payload = torch.load(out / "last.pt", weights_only=True)
-    assert {"model", "optimizer", "rng", "shuffle_rng", "train_config", "model_config"} <= set(payload)
+    assert {"model", "optimizer", "rng", "backend_rng", "shuffle_rng", "train_config",
+            "model_config"} <= set(payload)
     assert payload["train_config"]["dataset"]["flag"] == "breastmnist"
 
 
-@pytest.mark.parametrize("augment", [False, True])
-def test_resume_is_exact(tmp_path, data_root, augment):
+@pytest.mark.parametrize("augment, backend", [(False, "aer_ideal"), (True, "aer_ideal"),
+                                              (False, "aer_noisy")])
+def test_resume_is_exact(tmp_path, data_root, augment, backend):
+    """aer_noisy: the shot and twirl streams are saved with the checkpoint, so the resumed
+    epochs draw the same shots as the straight run."""
     spec = DatasetSpec("breastmnist")
     config = TrainConfig(dataset=spec, epochs=2, seed=5, batch_size=32, limit_train=64,
-                         limit_eval=24, augment=augment)
+                         limit_eval=24, augment=augment, backend=backend)
     straight = train(config, tmp_path / "a", data_root=data_root, progress=False, log=lambda m: None)
     first = TrainConfig(**{**config.__dict__, "epochs": 1})
     train(first, tmp_path / "b", data_root=data_root, progress=False, log=lambda m: None)
