@@ -72,9 +72,12 @@ class DatasetSpec:
         if self.size not in SIZES:
             raise DataError(f"image size must be one of {SIZES}, got {self.size}")
         if self.positive:
-            labels = info[self.flag]["label"]
-            if self.task.startswith("multi-label"):
-                raise DataError(f"'{self.flag}' is multi-label; a binary cut needs a multi-class set")
+            labels, task = info[self.flag]["label"], info[self.flag]["task"]
+            if task == "binary-class" or task.startswith("multi-label"):
+                raise DataError(f"'{self.flag}' is {task}; --positive cuts a binary task from a "
+                                "set with more than two exclusive classes")
+            if len(set(self.positive)) < len(self.positive):
+                raise DataError(f"--positive lists a class twice: {list(self.positive)}")
             bad = [p for p in self.positive if str(p) not in labels]
             if bad:
                 raise DataError(
@@ -259,6 +262,11 @@ def load_split(
         if limit < len(images):
             keep = subset_indices(len(images), limit)
             images, labels = images[keep], labels[keep]
+    classes = len(spec.info["label"])
+    top = 1 if spec.info["task"].startswith("multi-label") else classes - 1
+    if labels.size and (labels.min() < 0 or labels.max() > top):
+        raise DataError(f"{path}: split '{split}' has labels outside 0-{top} "
+                        f"({spec.flag} has {classes} classes)")
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
     x = (x - 0.5) / 0.5

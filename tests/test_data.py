@@ -97,6 +97,28 @@ def test_binary_cut_of_a_multiclass_set(tmp_path):
         DatasetSpec("retinamnist", positive=(7,))
 
 
+@pytest.mark.parametrize("flag, positive, message", [
+    ("chestmnist", (3,), "is multi-label, binary-class; --positive cuts"),  # read only column 0
+    ("breastmnist", (0,), "is binary-class; --positive cuts"),  # silently swapped the classes
+    ("pathmnist", (1, 1), "lists a class twice"),
+])
+def test_a_binary_cut_that_makes_no_sense_is_refused(flag, positive, message):
+    with pytest.raises(DataError, match=message):
+        DatasetSpec(flag, positive=positive)
+
+
+def test_labels_outside_the_classes_are_refused(tmp_path):
+    """With --no-verify any file loads; a label the model has no output for must not reach
+    the loss (an IndexError) or the metrics (a silent ACC of 0)."""
+    path = write_synthetic(tmp_path, "breastmnist")
+    arrays = dict(np.load(path))
+    arrays["val_labels"][3] = 5
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=r"split 'val' has labels outside 0-1 \(breastmnist has 2"):
+        load_split(DatasetSpec("breastmnist"), "val", root=tmp_path, verify=False)
+    assert len(load_split(DatasetSpec("breastmnist"), "test", root=tmp_path, verify=False)) == 156
+
+
 def test_multilabel_and_larger_sizes(tmp_path):
     write_synthetic(tmp_path, "breastmnist", size=64)
     images, _ = load_split(DatasetSpec("breastmnist", 64), "test", root=tmp_path, verify=False).tensors
