@@ -8,6 +8,7 @@ __all__ = [
     "CheckpointError",
     "BackendError",
     "ConfigError",
+    "DivergedError",
     "first_line",
 ]
 
@@ -30,6 +31,10 @@ class BackendError(HQCNNError):
 
 class ConfigError(HQCNNError):
     """An option value is out of range or inconsistent with the others."""
+
+
+class DivergedError(ConfigError):
+    """A model's numbers are no longer finite: its training diverged (e.g. too high a rate)."""
 
 
 def first_line(exc: BaseException) -> str:

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .checkpoint import load_checkpoint
 from .data import DatasetSpec, load_split
-from .errors import CheckpointError, ConfigError, DataError, first_line
+from .errors import CheckpointError, ConfigError, DataError, DivergedError, first_line
 from .model import HQCNN, ModelConfig
 from .profiles import DEFAULT_EVAL_BATCH_SIZE, eval_batch_size
 
@@ -56,6 +56,10 @@ def compute_metrics(spec: DatasetSpec, labels: torch.Tensor, scores: np.ndarray)
     y_true = labels.numpy()
     if len(y_true) < 2:
         raise DataError("ACC and AUC need at least 2 images")
+    broken = int((~np.isfinite(scores)).any(axis=1).sum())
+    if broken:
+        raise DivergedError(f"the model's scores are not finite (nan or inf) on {broken} of "
+                            f"{len(y_true)} images: its training diverged")
     if not spec.multilabel:
         y_true = y_true.reshape(-1, 1)
     task = spec.task

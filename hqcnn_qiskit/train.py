@@ -29,7 +29,7 @@ from .checkpoint import (
     write_json,
 )
 from .data import DatasetSpec, augment_batch, load_split
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DivergedError
 from .evaluate import evaluate_model
 from .model import HQCNN, ModelConfig, count_parameters
 from .profiles import SLOW_TO_TRAIN, eval_batch_size
@@ -162,6 +162,13 @@ def _batch_postfix(model: HQCNN, loss: float) -> dict:
     return postfix
 
 
+
+def _diverged(config: TrainConfig, epoch: int, what: str) -> DivergedError:
+    """The error for a run whose numbers blew up (nothing of the epoch is saved)."""
+    kept = f"last.pt keeps epoch {epoch}" if epoch else "no epoch was saved"
+    return DivergedError(f"training diverged in epoch {epoch + 1}: {what}; {kept}. Try a smaller "
+                         f"--lr (this run: {config.lr:g})")
+
 def train(
     config: TrainConfig,
     out: str | os.PathLike,
@@ -281,13 +288,21 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             batch = augment_batch(images[idx], shuffle) if config.augment else images[idx]
             loss = loss_fn(model(batch), labels[idx])
+            if not torch.isfinite(loss):
+                raise _diverged(config, epoch, f"the training loss is {loss.item()}")
             loss.backward()
             optimizer.step()
             total += loss.item() * len(idx)
             seen += len(idx)
             bar.set_postfix(_batch_postfix(model, loss.item()), refresh=False)
         bar.close()
-        val = evaluate_model(model, spec, val_set, batch_size=eval_batch)
+        if not all(torch.isfinite(t).all() for t in model.state_dict().values()
+                   if t.is_floating_point()):  # weights and BatchNorm statistics
+            raise _diverged(config, epoch, "the weights are no longer finite")
+        try:
+            val = evaluate_model(model, spec, val_set, batch_size=eval_batch)
+        except DivergedError:
+            raise _diverged(config, epoch, "the validation scores are not finite") from None
         seconds = time.perf_counter() - started
         elapsed += seconds
         record = {"epoch": epoch + 1, "train_loss": total / max(seen, 1), "val_acc": val["acc"],

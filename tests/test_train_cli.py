@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -386,6 +387,27 @@ def test_training_evaluates_in_the_backend_kinds_batches(tmp_path, data_root, mo
                          limit_train=8, limit_eval=7)
     train(config, tmp_path, data_root=data_root, progress=False, log=lambda m: None)
     assert calls == [(7, 3), (7, 3)]  # validation, then test
+
+
+def test_a_diverging_run_is_a_one_line_error(tmp_path, data_root):
+    """--lr 1e6 overflows the network: a hint to lower the rate, not sklearn's 'Input contains
+    NaN' traceback."""
+    result = run_cli("train", "--dataset", "breastmnist", "--lr", "1e6", "--epochs", 2,
+                     "--data-root", data_root, "--out", tmp_path / "run", *SMALL)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert re.search(r"error: training diverged in epoch 1: the (weights|validation scores) are "
+                     r"(no longer )?(not )?finite; no epoch was saved\. Try a smaller --lr "
+                     r"\(this run: 1e\+06\)", result.stderr), result.stderr
+
+
+def test_non_finite_scores_are_refused():
+    from hqcnn_qiskit.errors import DivergedError
+    from hqcnn_qiskit.evaluate import compute_metrics
+
+    scores = np.full((4, 2), 0.5)
+    scores[2, 1] = np.nan
+    with pytest.raises(DivergedError, match="not finite .* on 1 of 4 images"):
+        compute_metrics(DatasetSpec("breastmnist"), torch.tensor([0, 1, 0, 1]), scores)
 
 
 def test_unreadable_checkpoints_never_suggest_unsafe_loading(trained, tmp_path):
