@@ -247,6 +247,13 @@ def _datasets(args) -> int:
     return 0
 
 
+#: What a Ctrl-C leaves behind, per command (infer and jobs name their journaled jobs).
+AFTER_INTERRUPT = {
+    "train": "checkpoints so far are kept; `train --resume` continues",
+    "evaluate": "nothing was written",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hqcnn-qiskit`` console script."""
     parser = build_parser()
@@ -257,8 +264,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hqcnn-qiskit {args.command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"hqcnn-qiskit {args.command}: interrupted (checkpoints so far are kept; "
-              "`train --resume` continues)", file=sys.stderr)
+        after = AFTER_INTERRUPT.get(args.command)
+        print(f"hqcnn-qiskit {args.command}: interrupted" + (f" ({after})" if after else ""),
+              file=sys.stderr)
         return 130
 
 

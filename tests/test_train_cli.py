@@ -410,6 +410,18 @@ def test_non_finite_scores_are_refused():
         compute_metrics(DatasetSpec("breastmnist"), torch.tensor([0, 1, 0, 1]), scores)
 
 
+def test_ctrl_c_says_what_each_command_leaves_behind(trained, monkeypatch, capsys):
+    from hqcnn_qiskit import cli, evaluate
+
+    def interrupted(*args, **kwargs):  # what Ctrl-C raises in the middle of the evaluation
+        raise KeyboardInterrupt
+    monkeypatch.setattr(evaluate, "evaluate_checkpoint", interrupted)
+    out, _ = trained
+    assert cli.main(["evaluate", "--checkpoint", str(out / "best.pt")]) == 130
+    message = capsys.readouterr().err
+    assert "evaluate: interrupted (nothing was written)" in message and "resume" not in message
+
+
 def test_unreadable_checkpoints_never_suggest_unsafe_loading(trained, tmp_path):
     out, _ = trained
     truncated = tmp_path / "cut.pt"
