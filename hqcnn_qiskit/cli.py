@@ -208,7 +208,9 @@ def _evaluate(args) -> int:
                                                      "dataset")},
                           **{f"{m}_95": [e.low, e.high] if e.defined else None
                              for m, e in intervals.items()},
-                          "bootstrap": args.bootstrap}))
+                          # resamples behind the intervals (0: none could be computed)
+                          "bootstrap": args.bootstrap if any(e.defined for e in
+                                                             intervals.values()) else 0}))
         return 0
 
     def shown(metric: str) -> str:

@@ -130,12 +130,22 @@ class TrainConfig:
 
 
 def _check_writable(out: Path) -> None:
+    """Fail early if ``out`` cannot be written; a folder made for the test is removed again, so
+    a run that fails before training (bad backend, missing data) leaves no empty folder."""
+    made = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
             pass
     except OSError as exc:
         raise ConfigError(f"cannot write to run folder {out}: {exc.strerror or exc}") from None
+    if made:
+        out.rmdir()
+
+
+def _shown(value) -> str:
+    """A config value as a user typed it (a dataset as ``breastmnist (28px)``)."""
+    return value.describe() if isinstance(value, DatasetSpec) else repr(value)
 
 
 def _batches(n: int, size: int) -> list[slice]:
@@ -216,8 +226,8 @@ def train(
         if clash:
             k = clash[0]
             raise CheckpointError(
-                f"{out / 'last.pt'} was trained with {k}={getattr(saved, k)!r}, this run asks "
-                f"for {k}={getattr(config, k)!r}"
+                f"{out / 'last.pt'} was trained with {k}={_shown(getattr(saved, k))}, this run "
+                f"asks for {k}={_shown(getattr(config, k))}"
             )
 
     seed_everything(config.seed)
@@ -248,6 +258,7 @@ def train(
             f"depth {backend_info.get('depth')}, two-qubit gates "
             f"{backend_info.get('two_qubit_gates')}"
         )
+    out.mkdir(parents=True, exist_ok=True)
     save_qpy = getattr(model.quantum.backend, "save_qpy", None) if model.is_quantum else None
     if save_qpy is not None:
         save_qpy(out / "circuit.qpy")

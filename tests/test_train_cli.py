@@ -77,6 +77,8 @@ def test_cli_evaluate_prints_intervals(trained, data_root):
     assert "95%" not in plain.stdout and "acc " in plain.stdout
     few = run_cli(*args[:-3], "--limit", 10, "--no-progress")
     assert few.returncode == 0 and "no 95% interval for ACC and AUC: fewer than 30 images" in few.stderr
+    few_json = json.loads(run_cli(*args[:-3], "--limit", 10, "--no-progress", "--json").stdout)
+    assert few_json["acc_95"] is None and few_json["bootstrap"] == 0
 
 
 def test_checkpoint_is_safe_and_complete(trained):
@@ -233,6 +235,13 @@ def test_corrupt_npz_and_unwritable_folder(tmp_path, data_root):
     assert result.returncode == 1 and "cannot write to run folder" in result.stderr
 
 
+def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, data_root):
+    result = run_cli("train", "--dataset", "breastmnist", "--backend", "ibm_brisbane",
+                     "--data-root", data_root, "--out", tmp_path / "run", *SMALL)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_checkpoint_from_another_model_or_task(trained, tmp_path, data_root):
     out, _ = trained
     result = run_cli("train", "--dataset", "breastmnist", "--model", "classical", "--epochs", 3,
@@ -241,7 +250,8 @@ def test_checkpoint_from_another_model_or_task(trained, tmp_path, data_root):
     write_synthetic(tmp_path, "retinamnist")
     result = run_cli("train", "--dataset", "retinamnist", "--epochs", 3, "--seed", 1,
                      "--data-root", tmp_path, "--no-verify", "--out", out, "--resume", *SMALL)
-    assert result.returncode == 1 and "dataset" in result.stderr
+    assert result.returncode == 1 and ("was trained with dataset=breastmnist (28px), this run "
+                                       "asks for dataset=retinamnist (28px)") in result.stderr
     # weights of one architecture loaded as another: a one-line error, not a traceback
     payload = torch.load(out / "best.pt", weights_only=True)
     payload["model_config"]["attention"] = False
