@@ -48,7 +48,7 @@ from .transpile import (
     fake_device,
     load_qpy,
     save_qpy,
-    transpile_to_device,
+    transpile_for_profile,
 )
 
 __all__ = [
@@ -589,12 +589,8 @@ class DeviceBackend(QuantumBackend):
             qubits = tuple(isa.layout.initial_index_layout()[: circuit.num_qubits])
             self.transpiled = TranspiledCircuit.from_isa(isa, obs, qubits)
         else:
-            self.transpiled = transpile_to_device(
-                circuit, observables, self.target,
-                physical_qubits=self.profile.physical_qubits,
-                optimization_level=self.profile.optimization_level,
-                seed_transpiler=self.profile.seed_transpiler,
-            )
+            self.transpiled = transpile_for_profile(circuit, observables, self.target,
+                                                    self.profile)
         return self.transpiled.circuit, list(self.transpiled.observables)
 
     def save_qpy(self, path) -> None:

@@ -3,20 +3,25 @@
 A profile is a small TOML file naming how the quantum layer runs. The shipped profiles are
 installed with the package; a user may also pass the path of their own file wherever a backend
 name is accepted. Validation is strict: an unknown field, a wrong type or an unknown kind is a
-one-line :class:`~hqcnn_qiskit.errors.BackendError` naming the file and the field.
+one-line :class:`~hqcnn_qiskit.errors.BackendError` naming the file and the field, raised when
+the profile is loaded. What each field may hold, and which kinds use it, is the table
+:data:`FIELDS`: a field that the profile's kind would ignore is an error too.
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from .errors import BackendError
 
 __all__ = ["BackendProfile", "MitigationSettings", "load_profile", "list_profiles", "KINDS",
            "ENGINES", "SLOW_TO_TRAIN", "EVAL_BATCH_SIZES", "DEFAULT_EVAL_BATCH_SIZE",
-           "eval_batch_size", "CONFIRM_ABOVE_SECONDS"]
+           "eval_batch_size", "CONFIRM_ABOVE_SECONDS", "FIELDS", "FieldRule"]
 
 #: What each ``kind`` means; backends.py turns each into an object.
 KINDS = {
@@ -124,13 +129,74 @@ class BackendProfile:
     source: str = ""
 
 
-_CHOICES = {
-    ("kind",): tuple(KINDS),
-    ("execution_mode",): ("job", "batch", "session"),
-    ("engine",): ENGINES,
-    ("mitigation", "readout"): ("none", "twirl", "matrix"),
-    ("mitigation", "zne_extrapolator"): ("linear", "exponential"),
+_ALL = frozenset(KINDS)
+_DEVICE = frozenset({"aer", "runtime_local", "runtime"})  # transpiled to a device
+_SNAPSHOT = frozenset({"aer", "runtime_local"})  # sampled locally, mitigation client-side
+_RUNTIME = frozenset({"runtime"})
+
+
+def _odd_distinct(factors) -> str | None:
+    if any(f % 2 == 0 for f in factors) or len(set(factors)) < 2:
+        return "needs two or more distinct odd integers"
+    return None
+
+
+def _distinct(qubits) -> str | None:
+    return "has repeated qubits" if len(set(qubits)) != len(qubits) else None
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """What a profile field may hold, beyond the type its dataclass annotation gives.
+
+    Attributes:
+        kinds: The kinds whose code uses the field; in a profile of any other kind it is an
+            error (it would be silently ignored).
+        low: Smallest allowed value (of every item, for a list).
+        high: Largest allowed value.
+        choices: The allowed strings.
+        check: Further check of the whole value: a problem description, or ``None``.
+    """
+
+    kinds: frozenset[str] = _ALL
+    low: int | float | None = None
+    high: int | float | None = None
+    choices: tuple[str, ...] = ()
+    check: Callable[[Any], str | None] | None = None
+
+
+#: Every profile field (``mitigation.*`` inside the ``[mitigation]`` table): the kinds that use it
+#: (read from backends.py, noisy.py, ibm.py and mitigation.runtime_options) and its allowed
+#: values. ``exact`` uses ``precision`` (Gaussian noise of that standard deviation) and ``seed``;
+#: ``aer`` and ``runtime_local`` sample locally (``seed``) with client-side mitigation
+#: (``calibration_shots``); ``runtime`` maps mitigation onto IBM's options
+#: (``gate_twirling``, ``dynamical_decoupling``), uses ``precision`` when ``shots`` is unset,
+#: runs in ``execution_mode``, and has no local sampling to seed.
+FIELDS: dict[str, FieldRule] = {
+    "kind": FieldRule(choices=tuple(KINDS)),
+    "description": FieldRule(),
+    "device": FieldRule(_DEVICE),
+    "shots": FieldRule(_DEVICE, low=1),
+    "precision": FieldRule(frozenset({"exact", "runtime"}), low=0.0),
+    "optimization_level": FieldRule(_DEVICE, low=0, high=3),
+    "seed_transpiler": FieldRule(_DEVICE, low=0),
+    "physical_qubits": FieldRule(_DEVICE, low=0, check=_distinct),
+    "seed": FieldRule(frozenset({"exact"}) | _SNAPSHOT, low=0),
+    "execution_mode": FieldRule(_RUNTIME, choices=("job", "batch", "session")),
+    "engine": FieldRule(frozenset({"aer"}), choices=ENGINES),
+    "mitigation": FieldRule(_DEVICE),
+    "mitigation.readout": FieldRule(_DEVICE, choices=("none", "twirl", "matrix")),
+    "mitigation.zne": FieldRule(_DEVICE),
+    "mitigation.zne_factors": FieldRule(_DEVICE, low=1, check=_odd_distinct),
+    "mitigation.zne_extrapolator": FieldRule(_DEVICE, choices=("linear", "exponential")),
+    "mitigation.twirl_samples": FieldRule(_DEVICE, low=1),
+    "mitigation.calibration_shots": FieldRule(_SNAPSHOT, low=1),
+    "mitigation.dynamical_decoupling": FieldRule(_RUNTIME),
+    "mitigation.gate_twirling": FieldRule(_RUNTIME),
 }
+
+_TYPE_NAMES = {"bool": "true or false", "int": "an integer", "float": "a finite number",
+               "str": "a string", "tuple[int, ...]": "a list of integers"}
 
 
 def _check(value, annotation: str, where: str):
@@ -144,7 +210,8 @@ def _check(value, annotation: str, where: str):
     elif base == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif base == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+              and math.isfinite(value))
         value = float(value) if ok else value
     elif base == "str":
         ok = isinstance(value, str)
@@ -156,51 +223,78 @@ def _check(value, annotation: str, where: str):
     else:  # pragma: no cover - a field type this checker does not know is our bug
         raise TypeError(f"unchecked field type {annotation}")
     if not ok:
-        raise BackendError(f"{where}: expected {base}, got {type(value).__name__} {value!r}")
+        raise BackendError(f"{where}: expected {_TYPE_NAMES.get(base, base)}, "
+                           f"got {type(value).__name__} {value!r}")
     return value
 
 
-def _build(cls, data: dict, path: str, prefix: tuple[str, ...] = (), **extra):
+def _check_rule(value, rule: FieldRule, where: str) -> None:
+    """Raise unless ``value`` (already of the field's type) is allowed by ``rule``."""
+    if rule.choices and value not in rule.choices:
+        raise BackendError(f"{where}: '{value}' is not one of {', '.join(rule.choices)}")
+    items = value if isinstance(value, tuple) else (value,)
+    shown = list(value) if isinstance(value, tuple) else value
+    for item in items:
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            if rule.low is not None and item < rule.low:
+                bound = (f"between {rule.low} and {rule.high}" if rule.high is not None
+                         else f"at least {rule.low}")
+                raise BackendError(f"{where}: must be {bound}, got {shown!r}")
+            if rule.high is not None and item > rule.high:
+                raise BackendError(f"{where}: must be between {rule.low} and {rule.high}, "
+                                   f"got {shown!r}")
+    problem = rule.check(value) if rule.check else None
+    if problem:
+        raise BackendError(f"{where}: {problem}, got {shown!r}")
+
+
+def _build(cls, data: dict, path: str, given: list[str], prefix: tuple[str, ...] = (), **extra):
+    """``cls`` from a TOML table; every field is type-checked and checked against
+    :data:`FIELDS`, and its dotted name appended to ``given``."""
     known = {f.name: f for f in fields(cls) if f.name not in ("name", "source")}
     values = {}
     for key, value in data.items():
-        where = f"{path}: field '{'.'.join(prefix + (key,))}'"
+        dotted = ".".join(prefix + (key,))
+        where = f"{path}: field '{dotted}'"
         if key not in known:
             raise BackendError(f"{where} is unknown (known: {', '.join(sorted(known))})")
+        given.append(dotted)
         if key == "mitigation":
             if not isinstance(value, dict):
                 raise BackendError(f"{where}: expected a table")
-            values[key] = _build(MitigationSettings, value, path, ("mitigation",))
+            values[key] = _build(MitigationSettings, value, path, given, ("mitigation",))
             continue
         value = _check(value, str(known[key].type), where)
-        choices = _CHOICES.get(prefix + (key,))
-        if choices and value not in choices:
-            raise BackendError(f"{where}: '{value}' is not one of {', '.join(choices)}")
+        _check_rule(value, FIELDS[dotted], where)
         values[key] = value
     return cls(**extra, **values)
 
 
-def _validate(profile: BackendProfile) -> BackendProfile:
+def _validate(profile: BackendProfile, given: list[str]) -> BackendProfile:
+    """Checks across fields: each given field applies to the kind, the device exists, the
+    physical qubits fit the circuit and (for a snapshot) the device."""
     where = profile.source
-    if profile.shots is not None and profile.shots < 1:
-        raise BackendError(f"{where}: field 'shots' must be positive")
-    if profile.precision is not None and profile.precision < 0:
-        raise BackendError(f"{where}: field 'precision' must be non-negative")
-    if not 0 <= profile.optimization_level <= 3:
-        raise BackendError(f"{where}: field 'optimization_level' must be 0, 1, 2 or 3")
-    factors = profile.mitigation.zne_factors
-    if any(f < 1 or f % 2 == 0 for f in factors) or len(set(factors)) < 2:
-        raise BackendError(
-            f"{where}: field 'mitigation.zne_factors' needs two or more distinct odd integers"
-        )
-    if profile.engine is not None and profile.kind != "aer":
-        raise BackendError(f"{where}: field 'engine' applies to kind 'aer' only")
-    if profile.kind in ("aer", "runtime_local", "runtime") and not profile.device:
+    for dotted in given:
+        kinds = FIELDS[dotted].kinds
+        if profile.kind not in kinds:
+            used = ", ".join(k for k in KINDS if k in kinds)
+            raise BackendError(f"{where}: field '{dotted}' does not apply to kind "
+                               f"'{profile.kind}' (only to {used})")
+    if profile.kind in _DEVICE and not profile.device:
         raise BackendError(f"{where}: field 'device' is required for kind '{profile.kind}'")
-    if profile.kind in ("aer", "runtime_local"):  # a device snapshot: must exist
+    device_qubits = None
+    if profile.kind in _SNAPSHOT:  # a device snapshot: must exist
         from .transpile import check_fake_device
 
-        check_fake_device(profile.device, where=f"{where}: field 'device'")
+        cls = check_fake_device(profile.device, where=f"{where}: field 'device'")
+        if profile.physical_qubits:
+            device_qubits = cls().num_qubits
+    if profile.physical_qubits:
+        from .model import NUM_QUBITS
+        from .transpile import check_physical_qubits
+
+        check_physical_qubits(profile.physical_qubits, NUM_QUBITS, device_qubits,
+                              where=f"{where}: field 'physical_qubits'")
     return profile
 
 
@@ -245,7 +339,9 @@ def load_profile(name_or_path: str | Path) -> BackendProfile:
         raise BackendError(f"{path}: not a readable TOML file ({exc})") from None
     if "kind" not in data:
         raise BackendError(f"{path}: field 'kind' is missing (one of {', '.join(KINDS)})")
-    return _validate(_build(BackendProfile, data, str(path), name=name, source=str(path)))
+    given: list[str] = []
+    profile = _build(BackendProfile, data, str(path), given, name=name, source=str(path))
+    return _validate(profile, given)
 
 
 def list_profiles() -> list[BackendProfile]:

@@ -29,6 +29,8 @@ __all__ = [
     "fake_device",
     "list_fake_devices",
     "choose_qubits",
+    "check_physical_qubits",
+    "transpile_for_profile",
     "active_qubits",
     "two_qubit_gate_names",
     "isa_violations",
@@ -158,6 +160,41 @@ def choose_qubits(target: Target, num_qubits: int = 4) -> tuple[int, ...]:
     return best[1]
 
 
+def check_physical_qubits(qubits: Sequence[int], num_qubits: int,
+                          device_qubits: int | None = None, *,
+                          where: str = "field 'physical_qubits'") -> tuple[int, ...]:
+    """``qubits`` as a tuple, if they are ``num_qubits`` distinct qubits of a device with
+    ``device_qubits`` qubits (``None``: size unknown, only checked to be non-negative).
+
+    Raises:
+        BackendError: Wrong number of qubits, repeated qubits, or qubits outside the device;
+            the message starts with ``where`` (the profile file and field, when known).
+    """
+    qubits = tuple(int(q) for q in qubits)
+    if len(qubits) != num_qubits or len(set(qubits)) != num_qubits:
+        raise BackendError(f"{where}: needs {num_qubits} distinct qubits, got {list(qubits)}")
+    size = math.inf if device_qubits is None else device_qubits
+    bad = [q for q in qubits if not 0 <= q < size]
+    if bad:
+        limit = (f"outside the device's {device_qubits} qubits (0-{device_qubits - 1})"
+                 if device_qubits is not None else "negative")
+        raise BackendError(f"{where}: {list(qubits)} has {bad} {limit}")
+    return qubits
+
+
+def transpile_for_profile(circuit: QuantumCircuit, observables: Sequence[SparsePauliOp],
+                          target: Target, profile) -> TranspiledCircuit:
+    """:func:`transpile_to_device` with a backend profile's physical qubits, optimization level
+    and transpiler seed; a bad ``physical_qubits`` error names the profile's file."""
+    return transpile_to_device(
+        circuit, observables, target,
+        physical_qubits=profile.physical_qubits,
+        optimization_level=profile.optimization_level,
+        seed_transpiler=profile.seed_transpiler,
+        where=f"{profile.source}: field 'physical_qubits'",
+    )
+
+
 def active_qubits(circuit: QuantumCircuit) -> list[int]:
     """Indices of the qubits some operation (other than barriers and delays) acts on."""
     used = set()
@@ -233,6 +270,7 @@ def transpile_to_device(
     physical_qubits: Sequence[int] = (),
     optimization_level: int = 2,
     seed_transpiler: int | None = 1234,
+    where: str = "field 'physical_qubits'",
 ) -> TranspiledCircuit:
     """Transpile ``circuit`` to the target's ISA on chosen physical qubits.
 
@@ -244,22 +282,18 @@ def transpile_to_device(
             :func:`choose_qubits`.
         optimization_level: Preset pass manager level.
         seed_transpiler: Seed of the stochastic passes.
+        where: Start of the message of a bad ``physical_qubits`` (pass
+            ``f"{profile.source}: field 'physical_qubits'"`` so it names the profile file).
 
     Raises:
         BackendError: Wrong number of qubits, qubits outside the device, or a transpiled circuit
             that leaves the chosen qubits.
     """
     n = circuit.num_qubits
-    qubits = tuple(physical_qubits) if physical_qubits else choose_qubits(target, n)
-    if len(qubits) != n or len(set(qubits)) != n:
-        raise BackendError(
-            f"field 'physical_qubits' needs {n} distinct qubits, got {list(physical_qubits)}"
-        )
-    if any(not 0 <= q < target.num_qubits for q in qubits):
-        raise BackendError(
-            f"field 'physical_qubits' {list(qubits)} is outside the device's "
-            f"{target.num_qubits} qubits"
-        )
+    if physical_qubits:
+        qubits = check_physical_qubits(physical_qubits, n, target.num_qubits, where=where)
+    else:
+        qubits = choose_qubits(target, n)
     pm = generate_preset_pass_manager(
         optimization_level=optimization_level,
         target=target,
@@ -269,10 +303,12 @@ def transpile_to_device(
     isa = pm.run(circuit)
     used = set(active_qubits(isa))
     if not used <= set(qubits):
-        raise BackendError(
-            f"the transpiled circuit uses qubits {sorted(used - set(qubits))} outside the chosen "
-            f"{list(qubits)}; choose connected physical_qubits"
-        )
+        outside = sorted(used - set(qubits))
+        if physical_qubits:
+            raise BackendError(f"{where}: the transpiled circuit uses qubits {outside} outside "
+                               f"{list(qubits)}; choose connected qubits")
+        raise BackendError(f"the transpiled circuit uses qubits {outside} outside the chosen "
+                           f"{list(qubits)}; choose connected physical_qubits")
     mapped = [SparsePauliOp(obs).apply_layout(isa.layout) for obs in observables]
     return TranspiledCircuit.from_isa(isa, mapped, qubits)
 
