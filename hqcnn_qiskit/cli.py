@@ -185,45 +185,62 @@ def _evaluate(args) -> int:
                                  data_root=args.data_root, limit=args.limit,
                                  verify=not args.no_verify, progress=not args.no_progress,
                                  keep_scores=True)
+    if args.backend and result["backend"].startswith("none"):
+        print(f"note: {args.checkpoint} is the classical twin; --backend {args.backend} is not "
+              "used", file=sys.stderr)
+    report_metrics(result, resamples=args.bootstrap, as_json=args.json, on=result["backend"])
+    return 0
+
+
+def report_metrics(result: dict, *, resamples: int, as_json: bool, on: str,
+                   extra: dict | None = None, tail: str = "") -> None:
+    """Print ACC and AUC with 95% intervals from the evaluated images (``evaluate``, ``infer``
+    and ``jobs fetch`` share it), and notes on stderr for what cannot be computed.
+
+    Args:
+        result: Metrics with ``keep_scores`` (``acc``, ``auc``, ``n``, ``split``, ``dataset``,
+            ``backend``, ``task``, ``labels``, ``scores``).
+        resamples: Bootstrap resamples for the intervals; 0 for none.
+        as_json: One JSON object on stdout instead of the text line.
+        on: What the text line says the images ran on.
+        extra: Further keys of the JSON object.
+        tail: Appended to the text line.
+    """
     intervals = {}
-    if args.bootstrap:
+    if resamples:
         from .uncertainty import MIN_IMAGES, split_intervals
 
         intervals = split_intervals(result["task"], result["labels"], result["scores"],
-                                    resamples=args.bootstrap)
+                                    resamples=resamples)
         missing = [m.upper() for m, e in intervals.items()
                    if not e.defined and not math.isnan(result[m])]  # nan AUC: noted below
         if missing:
             why = (f"fewer than {MIN_IMAGES} images" if result["n"] < MIN_IMAGES
                    else "too many resamples lack a class")
             print(f"note: no 95% interval for {' and '.join(missing)}: {why}", file=sys.stderr)
-    if args.backend and result["backend"].startswith("none"):
-        print(f"note: {args.checkpoint} is the classical twin; --backend {args.backend} is not "
-              "used", file=sys.stderr)
     if math.isnan(result["auc"]):
         print(f"note: AUC is undefined: the {result['n']} images hold one class only",
               file=sys.stderr)
-    if args.json:
+    defined = any(e.defined for e in intervals.values())
+    if as_json:
         print(json.dumps({**{k: result[k] for k in ("acc", "auc", "n", "split", "backend",
                                                      "dataset")},
                           **{f"{m}_95": [e.low, e.high] if e.defined else None
                              for m, e in intervals.items()},
                           # resamples behind the intervals (0: none could be computed)
-                          "bootstrap": args.bootstrap if any(e.defined for e in
-                                                             intervals.values()) else 0}))
-        return 0
+                          "bootstrap": resamples if defined else 0, **(extra or {})}))
+        return
 
     def shown(metric: str) -> str:
         e = intervals.get(metric)
         return f"{result[metric]:.4f}" + (f" [{e.low:.4f}, {e.high:.4f}]" if e and e.defined
                                           else "")
 
-    print(f"{result['dataset']} {result['split']} on {result['backend']}: "
-          f"acc {shown('acc')}  auc {shown('auc')}  (n={result['n']})")
-    if any(e.defined for e in intervals.values()):
+    print(f"{result['dataset']} {result['split']} on {on}: "
+          f"acc {shown('acc')}  auc {shown('auc')}  (n={result['n']}){tail}")
+    if defined:
         print(f"[95% intervals from these {result['n']} images alone (bootstrap, "
-              f"{args.bootstrap} resamples); another training seed can differ by more]")
-    return 0
+              f"{resamples} resamples); another training seed can differ by more]")
 
 
 def _backends(args) -> int:

@@ -17,6 +17,8 @@ what ``hqcnn-qiskit jobs fetch`` needs. The profile's mitigation fields become i
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
 import time
@@ -92,6 +94,24 @@ def scrub(text: object) -> str:
                   r"\1\2***", out)
 
 
+#: The qiskit-ibm-runtime logger that warns "Loading account with the given token..." on every
+#: service built from a token (its own stderr handler, format ``module.function:LEVEL:...``).
+SERVICE_LOGGER = "qiskit_ibm_runtime.qiskit_runtime_service"
+
+
+@contextlib.contextmanager
+def _quiet_service_logger():
+    """Drop :data:`SERVICE_LOGGER`'s records below ERROR for the duration (the account
+    discovery notes are not for our users); its level is restored afterwards."""
+    logger = logging.getLogger(SERVICE_LOGGER)
+    level = logger.level
+    logger.setLevel(max(logger.getEffectiveLevel(), logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def get_service():
     """A connected ``QiskitRuntimeService`` (or the injected double).
 
@@ -109,7 +129,7 @@ def get_service():
 
         factory = QiskitRuntimeService
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_service_logger():
             warnings.simplefilter("ignore")
             return factory(**kwargs)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one line without the token
@@ -349,14 +369,10 @@ class RuntimeBackend(QuantumBackend):
         return self._device
 
     def prepare(self, circuit: QuantumCircuit, observables: Sequence[SparsePauliOp]):
-        from .transpile import transpile_to_device
+        from .transpile import transpile_for_profile
 
-        self.transpiled = transpile_to_device(
-            circuit, observables, self.device.target,
-            physical_qubits=self.profile.physical_qubits,
-            optimization_level=self.profile.optimization_level,
-            seed_transpiler=self.profile.seed_transpiler,
-        )
+        self.transpiled = transpile_for_profile(circuit, observables, self.device.target,
+                                                self.profile)
         return self.transpiled.circuit, list(self.transpiled.observables)
 
     def estimator(self):

@@ -10,8 +10,11 @@ Nothing is lost after submission: before anything is sent, the head-side inputs 
 and hash, image indices, labels, angles, weights, observables and layout) are written to
 ``RUN_DIR/jobs/<submission>/``; each job id is appended to ``RUN_DIR/jobs.jsonl`` and to the user
 index ``$HQCNN_HOME/jobs.jsonl`` (default ``~/.hqcnn-qiskit``) as soon as the service returns it,
-before any waiting. ``fetch_job`` then needs only the job id: it collects the result from the
-service (or from the run folder, once fetched), runs the head and writes per-image predictions.
+before any waiting. Nothing is submitted unless both places can be written
+(:func:`check_writable`); a write that still fails after submission is reported with the job id
+(``jobs fetch ID --run RUN_DIR`` finds a job the index lacks). ``fetch_job`` then needs only the
+job id: it collects the result from the service (or from the run folder, once fetched), runs the
+head and writes per-image predictions.
 
 Backends of kind ``runtime`` go to IBM Quantum (:mod:`hqcnn_qiskit.ibm`); every other kind (the
 ``runtime_local`` testing mode on a device snapshot, Aer, exact) runs in this process through the
@@ -28,6 +31,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,6 +50,7 @@ __all__ = [
     "OPEN_PLAN_SECONDS",
     "InferencePlan",
     "hqcnn_home",
+    "check_writable",
     "estimate_usage",
     "prepare_inference",
     "describe_plan",
@@ -93,6 +98,36 @@ def _append_line(path: Path, record: dict) -> None:
         fh.write(json.dumps(record, sort_keys=True) + "\n")
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def check_writable(run_dir) -> None:
+    """Fail before anything is submitted unless the journal can be written: the run folder's
+    ``jobs/`` area and ``jobs.jsonl``, and the user index ``$HQCNN_HOME/jobs.jsonl``.
+
+    Each place is really written to (a temporary file, and the journal opened for appending,
+    which creates it empty if missing), so a read-only mount, a missing permission or a file
+    in the way are all caught.
+
+    Args:
+        run_dir: The checkpoint's folder.
+
+    Raises:
+        ConfigError: One of them cannot be written (nothing has been submitted).
+    """
+    run_dir = Path(run_dir)
+    index = hqcnn_home() / "jobs.jsonl"
+    for folder, journal, what in ((run_dir / "jobs", run_dir / "jobs.jsonl", "run folder"),
+                                  (index.parent, index, "job index folder ($HQCNN_HOME)")):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+                pass
+            with journal.open("a", encoding="utf-8"):
+                pass
+        except OSError as exc:
+            where = run_dir if folder.parent == run_dir else folder
+            raise ConfigError(f"cannot write to the {what} {where} ({exc.strerror or exc}: "
+                              f"{exc.filename or journal}); nothing was submitted") from None
 
 
 def _read_lines(path: Path) -> list[dict]:
@@ -282,7 +317,7 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
     from .data import DatasetSpec, load_split, subset_indices
     from .evaluate import load_checkpoint_model
     from .profiles import load_profile
-    from .transpile import transpile_to_device
+    from .transpile import transpile_for_profile
 
     checkpoint = Path(checkpoint).resolve()
     if not checkpoint.is_file():
@@ -335,12 +370,7 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
             mapped = [SparsePauliOp(o).apply_layout(circuit.layout) for o in observables]
             qubits = tuple(circuit.layout.initial_index_layout()[: model.quantum.circuit.num_qubits])
         else:
-            tc = transpile_to_device(
-                model.quantum.circuit, observables, target,
-                physical_qubits=profile.physical_qubits,
-                optimization_level=profile.optimization_level,
-                seed_transpiler=profile.seed_transpiler,
-            )
+            tc = transpile_for_profile(model.quantum.circuit, observables, target, profile)
             circuit, mapped, qubits = tc.circuit, list(tc.observables), tc.physical_qubits
             source = f"transpiled now ({why})"
         rep_delay = getattr(device, "default_rep_delay", None)
@@ -410,13 +440,20 @@ def describe_plan(plan: InferencePlan) -> list[str]:
         f"{len(plan.observables)} observables broadcast",
     ]
     if "bases" in e:
-        rate = (e["rep_delay"] + e["circuit_seconds"]) * 1e6
-        lines += [
+        lines.append(
             f"executions: {e['rows']} rows x {e['bases']} measurement bases x {e['shots']} shots"
             + (f" x {e['zne_factors']} ZNE factors" if e["zne_factors"] > 1 else "")
             + f" = {e['executions']:,}"
             + (f" (+{e['calibration_executions']:,} readout calibration, assumed)"
-               if e["calibration_executions"] else ""),
+               if e["calibration_executions"] else ""))
+    # QPU time applies to IBM devices only: a runtime_local snapshot says what the device it
+    # stands for would charge; simulators (aer, exact) cost no QPU time at all
+    if "bases" in e and p.kind in ("runtime", "runtime_local"):
+        rate = (e["rep_delay"] + e["circuit_seconds"]) * 1e6
+        if p.kind == "runtime_local":
+            lines.append(f"QPU usage: none (local testing mode on the {plan.device_name} "
+                         "snapshot); the same job on the real device would cost:")
+        lines += [
             f"estimated QPU usage: {e['seconds']:.1f} s = {e['jobs']} x 2 s overhead + "
             f"{e['executions'] + e['calibration_executions']:,} x {rate:.0f} µs "
             f"(rep_delay {e['rep_delay'] * 1e6:.0f} µs + circuit {e['circuit_seconds'] * 1e6:.1f} µs)"
@@ -464,26 +501,58 @@ def _save_inputs(plan: InferencePlan, submission: str) -> Path:
     return folder
 
 
-def _journal(plan_run_dir: Path, record: dict, *, index: bool = True) -> None:
-    _append_line(plan_run_dir / "jobs.jsonl", record)
-    if index:
-        _append_line(hqcnn_home() / "jobs.jsonl", {
+def _journal(run_dir: Path, record: dict, *, index: bool = True, log: Log = _stderr) -> None:
+    """Append ``record`` (an event of a job that exists) to the run journal and, with ``index``,
+    to the user index.
+
+    :func:`check_writable` ran before submission, so a write fails here only in a race (a full
+    disk, a folder made read-only meanwhile). The job exists by then, so a failure is never
+    raised: ``log`` gets the job id and what to do, and the other journal is still written.
+    """
+    job_id = record["job_id"]
+    journal = run_dir / "jobs.jsonl"
+    try:
+        _append_line(journal, record)
+    except OSError as exc:
+        log(f"warning: job {job_id} exists but could not be journaled in {journal} "
+            f"({exc.strerror or exc}); to keep it fetchable, append this line to that file: "
+            + json.dumps(record, sort_keys=True))
+    if not index:
+        return
+    path = hqcnn_home() / "jobs.jsonl"
+    try:
+        _append_line(path, {
             k: record[k] for k in ("job_id", "submission", "part", "parts", "backend", "device",
                                    "kind", "time") if k in record
-        } | {"run_dir": str(plan_run_dir)})
+        } | {"run_dir": str(run_dir)})
+    except OSError as exc:
+        log(f"warning: job {job_id} exists but is not in the job index {path} "
+            f"({exc.strerror or exc}); `hqcnn-qiskit jobs fetch {job_id} --run {run_dir}` "
+            "finds it in the run folder's journal")
 
 
-def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stderr) -> list[str]:
+def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stderr,
+                     submitted: list | None = None) -> list[str]:
     """Submit the plan's jobs and journal each id as soon as it exists.
 
     Runtime jobs return at once (use :func:`fetch_job` to wait); other kinds run here and their
-    result is saved with the journal.
+    result is saved with the journal. Nothing is submitted unless the journal can be written
+    (:func:`check_writable`); a journal write that still fails afterwards is reported on ``log``
+    with the job id, never raised.
+
+    Args:
+        plan: From :func:`prepare_inference`.
+        yes: Submit even above :data:`CONFIRM_ABOVE_SECONDS` of estimated QPU usage.
+        log: Where progress lines go.
+        submitted: If given, each job id is appended to it as soon as the service returns it,
+            so that a caller interrupted later (Ctrl-C) knows exactly which jobs this call made.
 
     Returns:
         The job ids, one per part.
 
     Raises:
-        ConfigError: A real-device submission above :data:`CONFIRM_ABOVE_SECONDS` without ``yes``.
+        ConfigError: A real-device submission above :data:`CONFIRM_ABOVE_SECONDS` without ``yes``,
+            or a run folder or job index that cannot be written.
     """
     seconds = max(plan.estimate.get("seconds", 0.0), plan.estimate.get("quick_formula_seconds", 0.0))
     if plan.remote and seconds > CONFIRM_ABOVE_SECONDS and not yes:
@@ -492,8 +561,14 @@ def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stde
             f"{CONFIRM_ABOVE_SECONDS:.0f} s (Open plan: {OPEN_PLAN_SECONDS / 60:.0f} min per 28 "
             "days); check with --dry-run, then rerun with --yes"
         )
+    check_writable(plan.run_dir)
     submission = uuid.uuid4().hex[:12]
-    folder = _save_inputs(plan, submission)
+    try:
+        folder = _save_inputs(plan, submission)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the job inputs to {_submission_dir(plan, submission)} "
+                          f"({exc.strerror or exc}); nothing was submitted") from None
+    submitted = [] if submitted is None else submitted
     common = {"submission": submission, "parts": len(plan.parts), "backend": plan.profile.name,
               "device": plan.device_name, "kind": "runtime" if plan.remote else "local"}
     ids = []
@@ -507,8 +582,9 @@ def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stde
             for part, (a, b) in enumerate(plan.parts):
                 job = ibm.submit_estimator(mode, [_pub(plan, a, b)], options, log=log)
                 job_id = job.job_id()
+                submitted.append(job_id)
                 _journal(plan.run_dir, {**common, "event": "submitted", "job_id": job_id,
-                                        "part": part, "rows": [a, b], "time": _now()})
+                                        "part": part, "rows": [a, b], "time": _now()}, log=log)
                 ids.append(job_id)
                 log(f"submitted job {job_id} ({b - a} images) to {plan.device_name}")
         finally:
@@ -523,19 +599,41 @@ def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stde
     for part, (a, b) in enumerate(plan.parts):
         job = estimator.run([_pub(plan, a, b)])
         job_id = f"local-{job.job_id()}"
+        submitted.append(job_id)
         _journal(plan.run_dir, {**common, "event": "submitted", "job_id": job_id, "part": part,
-                                "rows": [a, b], "time": _now()})
+                                "rows": [a, b], "time": _now()}, log=log)
         log(f"running job {job_id} ({b - a} images) locally on {plan.profile.name}")
         evs = np.asarray(job.result()[0].data.evs, dtype=float)
-        _save_result(folder, part, evs)
+        _save_result(folder, part, evs, job_id=job_id,
+                     retry="make the run folder writable and rerun `infer`")
         _journal(plan.run_dir, {**common, "event": "done", "job_id": job_id, "part": part,
-                                "time": _now()}, index=False)
+                                "time": _now()}, index=False, log=log)
         ids.append(job_id)
     return ids
 
 
-def _save_result(folder: Path, part: int, evs: np.ndarray) -> None:
-    atomic_write(folder / f"result_{part}.npy", lambda fh: np.save(fh, evs))
+def _save_result(folder: Path, part: int, evs: np.ndarray, *, job_id: str, retry: str) -> None:
+    """Store a job's values as ``folder/result_<part>.npy``.
+
+    Raises:
+        HQCNNError: The folder cannot be written; ``retry`` says how to get the values again.
+    """
+    try:
+        atomic_write(folder / f"result_{part}.npy", lambda fh: np.save(fh, evs))
+    except OSError as exc:
+        raise HQCNNError(f"cannot save the values of job {job_id} in {folder} "
+                         f"({exc.strerror or exc}); {retry}") from None
+
+
+def _note(run_dir: Path, record: dict, *, log: Log) -> None:
+    """Append a state change (``done``, ``fetched``, ``failed``) to the run journal. Those lines
+    only inform ``jobs list`` (the result files are what counts), so a failed write is a
+    warning."""
+    try:
+        _append_line(run_dir / "jobs.jsonl", record)
+    except OSError as exc:
+        log(f"warning: could not note job {record['job_id']} as {record['event']} in "
+            f"{run_dir / 'jobs.jsonl'} ({exc.strerror or exc})")
 
 
 # Fetching --------------------------------------------------------------------------------------
@@ -554,29 +652,68 @@ def list_jobs() -> list[dict]:
     return out
 
 
-def _find(job_id: str) -> tuple[Path, dict, list[dict]]:
-    """Run folder, submission meta and the submission's journal lines of ``job_id``."""
-    for rec in reversed(_read_lines(hqcnn_home() / "jobs.jsonl")):
-        if rec.get("job_id") == job_id:
-            run_dir = Path(rec["run_dir"])
-            folder = run_dir / "jobs" / rec["submission"]
-            try:
-                meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise HQCNNError(f"job {job_id}: its inputs in {folder} are unreadable ({exc})") from None
-            events = [e for e in _read_lines(run_dir / "jobs.jsonl")
-                      if e.get("submission") == rec["submission"]]
-            return run_dir, meta, events
-    raise HQCNNError(f"unknown job id '{job_id}' (not in {hqcnn_home() / 'jobs.jsonl'}; "
-                     "`hqcnn-qiskit jobs list` shows the known ones)")
+def _find(job_id: str, *, run_dir=None) -> tuple[Path, dict, list[dict]]:
+    """Run folder, submission meta and the submission's journal lines of ``job_id``.
+
+    Args:
+        job_id: The job.
+        run_dir: Look the job up in this run folder's ``jobs.jsonl`` first (a path to a file in
+            it, such as ``best.pt``, also works), then in the index's lines for that folder;
+            for a job whose index line could not be written. Without it: the user index.
+
+    The jobs of the submission that only the index knows (its run journal line could not be
+    written) count as submitted.
+
+    Raises:
+        HQCNNError: Unknown job id, or its inputs are unreadable.
+    """
+    index = hqcnn_home() / "jobs.jsonl"
+    entries = _read_lines(index)
+    rec = None
+    if run_dir is not None:
+        run_dir = Path(run_dir).resolve()
+        if run_dir.is_file():
+            run_dir = run_dir.parent
+        rec = next((e for e in reversed(_read_lines(run_dir / "jobs.jsonl"))
+                    if e.get("job_id") == job_id and e.get("event") == "submitted"), None)
+        entries = [r for r in entries if r.get("run_dir") == str(run_dir)]
+    if rec is None:
+        rec = next((r for r in reversed(entries) if r.get("job_id") == job_id), None)
+        if rec is None and run_dir is not None:
+            raise HQCNNError(f"unknown job id '{job_id}' (not in {run_dir / 'jobs.jsonl'})")
+        if rec is None:
+            raise HQCNNError(f"unknown job id '{job_id}' (not in {index}; `hqcnn-qiskit jobs "
+                             "list` shows the known ones; `hqcnn-qiskit jobs fetch JOB_ID --run "
+                             "RUN_DIR` looks in a run folder's journal)")
+        run_dir = Path(rec["run_dir"])
+    submission = rec["submission"]
+    indexed = [r for r in entries
+               if r.get("submission") == submission and r.get("run_dir") == str(run_dir)]
+    folder = run_dir / "jobs" / submission
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise HQCNNError(f"job {job_id}: its inputs in {folder} are unreadable ({exc})") from None
+    events = [e for e in _read_lines(run_dir / "jobs.jsonl") if e.get("submission") == submission]
+    journaled = {e.get("job_id") for e in events if e.get("event") == "submitted"}
+    events += [{**r, "event": "submitted"} for r in indexed if r.get("job_id") not in journaled]
+    return run_dir, meta, events
 
 
-def job_status(job_id: str) -> dict:
-    """``{"job_id", "status", "backend", "device", "reason"}``: the service's state for runtime
-    jobs, the journal's for local ones."""
-    run_dir, meta, events = _find(job_id)
+def job_status(job_id: str, *, run_dir=None) -> dict:
+    """The service's state for runtime jobs, the journal's for local ones.
+
+    Args:
+        job_id: The job.
+        run_dir: Look the job up in this run folder's journal instead of the user index.
+
+    Returns:
+        ``{"job_id", "status", "backend", "device", "reason"}``.
+    """
+    run_dir, meta, events = _find(job_id, run_dir=run_dir)
     folder = run_dir / "jobs" / meta["submission"]
-    part = next(e["part"] for e in events if e.get("job_id") == job_id)
+    part = next(e["part"] for e in events
+                if e.get("job_id") == job_id and e.get("event") == "submitted")
     out = {"job_id": job_id, "backend": meta["backend"], "device": meta["device"], "reason": None}
     if (folder / f"result_{part}.npy").is_file():
         return {**out, "status": "DONE"}
@@ -592,14 +729,24 @@ def job_status(job_id: str) -> dict:
     return {**out, "status": status}
 
 
-def fetch_job(job_id: str, *, wait: bool = True, log: Log = _stderr) -> dict:
+def fetch_job(job_id: str, *, run_dir=None, wait: bool = True, keep_scores: bool = False,
+              log: Log = _stderr) -> dict:
     """Collect a submission's results (waiting for runtime jobs), finish the head, write
     ``predictions.csv`` and return the metrics.
 
     ``job_id`` may be any job of a submission split into several jobs; all are collected.
 
+    Args:
+        job_id: The job.
+        run_dir: Look the job up in this run folder's journal instead of the user index.
+        wait: Wait for a runtime job that is not done yet (else raise).
+        keep_scores: Also return the per-image ``"scores"`` and ``"labels"`` (NumPy arrays), for
+            :func:`hqcnn_qiskit.uncertainty.split_intervals`.
+        log: Where progress lines go.
+
     Returns:
-        ``{"acc", "auc", "n", "split", "backend", "dataset", "job_id", "device", "predictions"}``.
+        ``{"acc", "auc", "n", "split", "backend", "dataset", "job_id", "device", "predictions",
+        "checkpoint", "task"}`` (and the scores).
 
     Raises:
         HQCNNError: Unknown job id, a failed job (with the service's reason), a job not finished
@@ -608,7 +755,7 @@ def fetch_job(job_id: str, *, wait: bool = True, log: Log = _stderr) -> dict:
     from .data import DatasetSpec
     from .evaluate import compute_metrics, load_checkpoint_model
 
-    run_dir, meta, events = _find(job_id)
+    run_dir, meta, events = _find(job_id, run_dir=run_dir)
     folder = run_dir / "jobs" / meta["submission"]
     submitted = {e["part"]: e for e in events if e.get("event") == "submitted"}
     missing = [i for i in range(len(meta["parts"])) if i not in submitted]
@@ -660,13 +807,18 @@ def fetch_job(job_id: str, *, wait: bool = True, log: Log = _stderr) -> dict:
                            + [f"{v:.6f}" for v in scores[i]] + [f"{v:.6f}" for v in evs[i]])
             handle.write(fh.getvalue().encode("utf-8"))
 
-    atomic_write(predictions, write)
-    _append_line(run_dir / "jobs.jsonl", {"event": "fetched", "job_id": job_id,
-                                          "submission": meta["submission"], "time": _now(),
-                                          "acc": metrics["acc"], "auc": metrics["auc"]})
+    try:
+        atomic_write(predictions, write)
+    except OSError as exc:
+        raise HQCNNError(f"cannot write {predictions} ({exc.strerror or exc}); the job's values "
+                         f"are kept: fetch again once {folder} is writable") from None
+    _note(run_dir, {"event": "fetched", "job_id": job_id, "submission": meta["submission"],
+                    "time": _now(), "acc": metrics["acc"], "auc": metrics["auc"]}, log=log)
+    kept = {"scores": scores, "labels": inputs["labels"]} if keep_scores else {}
     return {**metrics, "n": int(meta["n"]), "split": meta["split"], "backend": meta["backend"],
             "dataset": meta["dataset_label"], "job_id": job_id, "device": meta["device"],
-            "predictions": str(predictions)}
+            "predictions": str(predictions), "checkpoint": str(checkpoint), "task": spec.task,
+            **kept}
 
 
 def _collect(run_dir: Path, meta: dict, job_id: str, part: int, path: Path, *, wait: bool,
@@ -690,27 +842,49 @@ def _collect(run_dir: Path, meta: dict, job_id: str, part: int, path: Path, *, w
                 raise HQCNNError(f"job {job_id} is {status}; fetch again later (or without "
                                  "--no-wait to wait for it)")
     except ibm.JobFailed as exc:
-        _append_line(run_dir / "jobs.jsonl", {**common, "event": "failed", "reason": str(exc),
-                                              "time": _now()})
+        _note(run_dir, {**common, "event": "failed", "reason": str(exc), "time": _now()}, log=log)
         raise
     try:
         result = ibm.with_retries(job.result, log=log)
     except Exception as exc:  # noqa: BLE001 - RuntimeJobFailureError and friends
         raise ibm.JobFailed(f"job {job_id} failed: {ibm.scrub(exc)}") from None
     evs = np.asarray(result[0].data.evs, dtype=float)
-    _save_result(path.parent, part, evs)
-    _append_line(run_dir / "jobs.jsonl", {**common, "event": "done", "time": _now()})
+    _save_result(path.parent, part, evs, job_id=job_id,
+                 retry="the service keeps the job: fetch again once the folder is writable")
+    _note(run_dir, {**common, "event": "done", "time": _now()}, log=log)
 
 
 def infer(checkpoint, *, backend: str, split: str = "test", limit: int | None = None,
           data_root=None, verify: bool = True, dry_run: bool = False, wait: bool = True,
-          yes: bool = False, log: Log = _stderr) -> dict:
+          yes: bool = False, keep_scores: bool = False, submitted: list | None = None,
+          log: Log = _stderr) -> dict:
     """Plan, (dry-run or) submit, and (unless ``wait`` is false) fetch.
+
+    Args:
+        checkpoint: ``RUN_DIR/best.pt``; the journal goes to ``RUN_DIR``.
+        backend: Profile name or ``.toml`` path.
+        split: Official split to run.
+        limit: A fixed subset of this many images.
+        data_root: Folder with the MedMNIST files.
+        verify: Check the data file's MD5.
+        dry_run: Plan and estimate only; submit nothing.
+        wait: Wait for a runtime job and fetch it (local kinds always run to the end).
+        yes: Submit even above :data:`CONFIRM_ABOVE_SECONDS` of estimated QPU usage.
+        keep_scores: Passed to :func:`fetch_job`.
+        submitted: Passed to :func:`submit_inference`: receives this call's job ids as soon as
+            they exist.
+        log: Where progress lines go.
 
     Returns:
         ``{"dry_run": True, "plan": [...lines]}``, ``{"job_id", "job_ids", "status": "submitted"}``
         or the metrics of :func:`fetch_job`.
+
+    Raises:
+        ConfigError: The run folder or the job index cannot be written (checked before the
+            plan is made, nothing is submitted), or the estimate needs ``yes``.
     """
+    if not dry_run and Path(checkpoint).is_file():  # fail fast, before data and transpiling
+        check_writable(Path(checkpoint).resolve().parent)
     plan = prepare_inference(checkpoint, backend=backend, split=split, limit=limit,
                              data_root=data_root, verify=verify, dry_run=dry_run, log=log)
     lines = describe_plan(plan)
@@ -719,10 +893,14 @@ def infer(checkpoint, *, backend: str, split: str = "test", limit: int | None = 
                 "offline": plan.offline_note}
     for line in lines:
         log(line)
-    ids = submit_inference(plan, yes=yes, log=log)
+    ids = submit_inference(plan, yes=yes, log=log, submitted=submitted)
     if not wait and plan.remote:
         return {"job_id": ids[0], "job_ids": ids, "status": "submitted",
                 "backend": plan.profile.name}
     if not wait:
-        log("local testing mode runs in this process: the job is already done")
-    return fetch_job(ids[0], wait=True, log=log) | {"job_ids": ids}
+        what = ("local testing mode" if plan.profile.kind == "runtime_local"
+                else f"kind {plan.profile.kind}")
+        log(f"{what} runs in this process: the job is already done")
+    # by run folder: found even if the user index could not be written
+    return fetch_job(ids[0], run_dir=plan.run_dir, wait=True, keep_scores=keep_scores,
+                     log=log) | {"job_ids": ids}

@@ -17,7 +17,7 @@ __all__ = ["add_commands"]
 
 def add_commands(sub, parser_class) -> None:
     """Add ``infer`` and ``jobs {list,status,fetch}`` to the ``hqcnn-qiskit`` parser."""
-    from .cli import _add_data_args, _positive_int
+    from .cli import _add_data_args, _positive_int, _resamples
 
     p = sub.add_parser("infer", help="run a checkpoint's circuit as one journaled job",
                        description="Run the classical front locally and the circuit of all "
@@ -34,7 +34,11 @@ def add_commands(sub, parser_class) -> None:
                    help="return once the job is submitted (`jobs fetch` collects it)")
     p.add_argument("--yes", action="store_true",
                    help=f"submit even above {CONFIRM_ABOVE_SECONDS:.0f} s of estimated QPU usage")
-    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--bootstrap", type=_resamples, default=2000, metavar="N",
+                   help="resamples of the images for the 95%% intervals (0: none; else >= 100)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object on stdout: that of `evaluate --json` plus job_id and "
+                        "checkpoint")
     _add_data_args(p)
     p.set_defaults(func=_infer_cmd)
 
@@ -45,46 +49,62 @@ def add_commands(sub, parser_class) -> None:
     q = jobs_sub.add_parser("list", help="every journaled job")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_list_cmd)
+    run_help = ("find the job in RUN_DIR/jobs.jsonl instead of $HQCNN_HOME/jobs.jsonl (for a "
+                "job whose index line could not be written)")
     q = jobs_sub.add_parser("status", help="the service's state of a job")
     q.add_argument("job_id", metavar="JOB_ID")
+    q.add_argument("--run", metavar="RUN_DIR", help=run_help)
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_status_cmd)
     q = jobs_sub.add_parser("fetch", help="collect a job's result, finish the head, print ACC/AUC")
     q.add_argument("job_id", metavar="JOB_ID")
+    q.add_argument("--run", metavar="RUN_DIR", help=run_help)
     q.add_argument("--no-wait", action="store_true", help="fail instead of waiting if not done")
+    q.add_argument("--bootstrap", type=_resamples, default=2000, metavar="N",
+                   help="resamples of the images for the 95%% intervals (0: none; else >= 100)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_fetch_cmd)
 
 
-_JSON_KEYS = ("acc", "auc", "n", "split", "backend", "dataset", "job_id")
+def _print_metrics(result: dict, as_json: bool, resamples: int) -> None:
+    """The fetched metrics: ``evaluate``'s line (or JSON object) plus the job."""
+    from .cli import report_metrics
+
+    report_metrics(result, resamples=resamples, as_json=as_json,
+                   on=f"{result['backend']} (job {result['job_id']})",
+                   extra={"job_id": result["job_id"], "checkpoint": result["checkpoint"]},
+                   tail=f"; predictions: {result['predictions']}")
 
 
-def _print_metrics(result: dict, as_json: bool) -> None:
-    if as_json:
-        print(json.dumps({k: result[k] for k in _JSON_KEYS}))
-    else:
-        print(f"{result['dataset']} {result['split']} on {result['backend']} "
-              f"(job {result['job_id']}): acc {result['acc']:.4f}  auc {result['auc']:.4f}  "
-              f"(n={result['n']}); predictions: {result['predictions']}")
-
-
-def _interrupted(job_ids: list[str]) -> int:
-    which = " ".join(job_ids) if job_ids else "(none submitted yet)"
-    print(f"hqcnn-qiskit: interrupted; journaled job(s) {which} keep running: "
-          "`hqcnn-qiskit jobs fetch JOB_ID` collects the result", file=sys.stderr)
+def _interrupted(command: str, job_ids: list[str]) -> int:
+    """Say what an interrupted ``infer`` or ``jobs fetch`` leaves behind: exactly ``job_ids``."""
+    prefix = f"hqcnn-qiskit {command}: interrupted"
+    if not job_ids:
+        print(f"{prefix} before any job was submitted; nothing was sent", file=sys.stderr)
+        return 130
+    remote = [j for j in job_ids if not j.startswith("local-")]
+    local = [j for j in job_ids if j.startswith("local-")]
+    if remote:
+        print(f"{prefix}; job(s) {' '.join(remote)} keep running on IBM Quantum: "
+              f"`hqcnn-qiskit jobs fetch {remote[0]}` collects the result", file=sys.stderr)
+    if local:
+        print(f"{prefix}; local job(s) {' '.join(local)} ran in this process: "
+              f"`hqcnn-qiskit jobs fetch {local[0]}` collects the result if it finished, else "
+              "rerun `infer`", file=sys.stderr)
     return 130
 
 
 def _infer_cmd(args) -> int:
-    from .jobs import _read_lines, hqcnn_home, infer
+    from .jobs import infer
 
+    submitted: list[str] = []  # this invocation's job ids, filled as each one exists
     try:
         result = infer(args.checkpoint, backend=args.backend, split=args.split, limit=args.limit,
                        data_root=args.data_root, verify=not args.no_verify, dry_run=args.dry_run,
-                       wait=not args.no_wait, yes=args.yes)
+                       wait=not args.no_wait, yes=args.yes, keep_scores=True,
+                       submitted=submitted)
     except KeyboardInterrupt:
-        ids = [r["job_id"] for r in _read_lines(hqcnn_home() / "jobs.jsonl")[-1:]]
-        return _interrupted(ids)
+        return _interrupted("infer", submitted)
     if result.get("dry_run"):
         if args.json:
             print(json.dumps({k: result[k] for k in ("plan", "estimate", "isa", "offline")}))
@@ -99,7 +119,7 @@ def _infer_cmd(args) -> int:
             print(f"submitted {' '.join(result['job_ids'])}; "
                   f"`hqcnn-qiskit jobs fetch {result['job_id']}` collects the result")
         return 0
-    _print_metrics(result, args.json)
+    _print_metrics(result, args.json, args.bootstrap)
     return 0
 
 
@@ -112,17 +132,20 @@ def _list_cmd(args) -> int:
         return 0
     if not jobs:
         print(f"no jobs in {hqcnn_home() / 'jobs.jsonl'}")
+        return 0
+    print(f"{'JOB ID':<44} {'STATE':<9} {'BACKEND':<16} {'DEVICE':<14} {'SUBMITTED':<25}  "
+          "RUN FOLDER")
     for j in jobs:
         part = f" part {j['part'] + 1}/{j['parts']}" if j.get("parts", 1) > 1 else ""
         print(f"{j['job_id']:<44} {j.get('state', ''):<9} {j.get('backend', ''):<16} "
-              f"{j.get('device', ''):<14} {j.get('time', '')}  {j.get('run_dir', '')}{part}")
+              f"{j.get('device', ''):<14} {j.get('time', ''):<25}  {j.get('run_dir', '')}{part}")
     return 0
 
 
 def _status_cmd(args) -> int:
     from .jobs import job_status
 
-    info = job_status(args.job_id)
+    info = job_status(args.job_id, run_dir=args.run)
     if args.json:
         print(json.dumps(info))
     else:
@@ -135,8 +158,8 @@ def _fetch_cmd(args) -> int:
     from .jobs import fetch_job
 
     try:
-        result = fetch_job(args.job_id, wait=not args.no_wait)
+        result = fetch_job(args.job_id, run_dir=args.run, wait=not args.no_wait, keep_scores=True)
     except KeyboardInterrupt:
-        return _interrupted([args.job_id])
-    _print_metrics(result, args.json)
+        return _interrupted("jobs fetch", [args.job_id])
+    _print_metrics(result, args.json, args.bootstrap)
     return 0

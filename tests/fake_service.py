@@ -6,7 +6,9 @@ jobs are submitted by the real ``EstimatorV2`` / ``Batch`` code, which validates
 circuits and faulty qubits and calls ``service._run`` exactly as it would call IBM. ``_run``
 JSON-encodes the inputs with the runtime's own ``RuntimeEncoder`` (as the HTTP client does) and
 the job decodes them again, so what is tested is what would go over the wire. A job's values
-come from a shot-based Aer simulation of the decoded PUB with the snapshot's noise.
+come from a shot-based Aer simulation of the decoded PUB with the snapshot's noise. A service
+built with a token goes through the runtime's real account discovery, which logs what it logs for
+IBM ("Loading account with the given token...").
 
 Use::
 
@@ -21,10 +23,11 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from qiskit.primitives.containers.estimator_pub import EstimatorPub
-from qiskit_ibm_runtime import IBMBackend
+from qiskit_ibm_runtime import IBMBackend, QiskitRuntimeService
 from qiskit_ibm_runtime.accounts import AccountNotFoundError
 from qiskit_ibm_runtime.api.exceptions import RequestsApiError
 from qiskit_ibm_runtime.exceptions import RuntimeJobFailureError, RuntimeJobNotFound
@@ -61,6 +64,10 @@ class Script:
         status_failures: Transient connection errors raised by the first ``status()`` calls.
         interrupt_on_status: Raise ``KeyboardInterrupt`` from this ``status()`` call (1-based),
             as if the user pressed Ctrl-C while waiting.
+        interrupt_on_submit: Raise ``KeyboardInterrupt`` from ``_run`` before the job is
+            accepted, as if the user pressed Ctrl-C while the submission was on the wire.
+        on_submit: Called with the job once the service has accepted it, before ``_run``
+            returns (e.g. to make a journal unwritable in that instant).
     """
 
     statuses: list = field(default_factory=lambda: ["QUEUED", "RUNNING", "DONE"])
@@ -68,6 +75,8 @@ class Script:
     submit_failures: int = 0
     status_failures: int = 0
     interrupt_on_status: int | None = None
+    interrupt_on_submit: bool = False
+    on_submit: Callable | None = None
 
 
 class FakeJob:
@@ -142,6 +151,9 @@ class FakeCloud:
         token = kwargs.get("token")
         if token is None and not self.saved_account:
             raise AccountNotFoundError("Unable to find account.")
+        if token is not None:  # the real account discovery, which logs as it does for IBM
+            QiskitRuntimeService._discover_account(  # noqa: SLF001
+                None, token=token, channel=kwargs.get("channel"))
         if token is not None and self.token is not None and token != self.token:
             raise RequestsApiError(  # what IAM answers, echoing the key it was given
                 f"'400 Client Error: Bad Request for url: https://iam.cloud.ibm.com/identity/token. "
@@ -214,6 +226,9 @@ class FakeService:
         if not hasattr(cloud, "_pending"):
             cloud._pending = cloud.next_script()  # noqa: SLF001
         script = cloud._pending  # noqa: SLF001
+        if script.interrupt_on_submit:
+            del cloud._pending  # noqa: SLF001
+            raise KeyboardInterrupt
         if script.submit_failures > 0:
             script.submit_failures -= 1
             raise RequestsApiError("'503 Server Error: Service Unavailable'", status_code=503)
@@ -224,4 +239,6 @@ class FakeService:
         job = FakeJob(cloud, backend.name, payload, options, script)
         cloud.jobs[job.job_id()] = job
         cloud.submissions += 1
+        if script.on_submit is not None:
+            script.on_submit(job)
         return job

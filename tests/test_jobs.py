@@ -4,6 +4,8 @@ service (tests/fake_service.py; only the network boundary is replaced)."""
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -115,8 +117,10 @@ def test_local_mode_infer_then_fetch_matches_evaluate(backend, limit, run, tmp_p
     code, out, err = _infer(capsys, run, backend, "--json", limit=limit)
     assert code == 0, err
     got = json.loads(out)
-    assert set(got) == {"acc", "auc", "n", "split", "backend", "dataset", "job_id"}
+    assert set(got) == {"acc", "auc", "n", "split", "backend", "dataset", "acc_95", "auc_95",
+                        "bootstrap", "job_id", "checkpoint"}
     assert got["n"] == limit and got["split"] == "test"
+    assert got["acc_95"] is None and got["bootstrap"] == 0  # fewer than 30 images: no interval
 
     code, out, err = _cli(capsys, "jobs", "fetch", got["job_id"], "--json")
     assert code == 0, err
@@ -251,3 +255,148 @@ def test_dry_run_for_ibm_brisbane_works_offline(run, capsys):
     assert "127-qubit device" in out and "two-qubit gates" in out
     assert "estimated QPU usage" in out and "64 rows x 2 measurement bases x 1024 shots" in out
     assert not (run / "jobs.jsonl").exists() or "ibm_brisbane" not in (run / "jobs.jsonl").read_text()
+
+
+# Audit fixes ---------------------------------------------------------------------------------------
+def _fresh_run(run: Path, folder: Path) -> Path:
+    """A run folder of its own (the checkpoint only), so a test may break its journal."""
+    folder.mkdir(parents=True)
+    shutil.copy(run / "best.pt", folder / "best.pt")
+    return folder
+
+
+def test_unwritable_index_or_run_folder_fails_before_submitting(run, tmp_path, cloud, capsys,
+                                                               monkeypatch):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv("HQCNN_HOME", str(blocker / "home"))  # a file where a folder must be
+    code, _, err = _infer(capsys, run, backend)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "cannot write to the job index folder" in err and "nothing was submitted" in err
+    assert cloud.submissions == 0
+
+    monkeypatch.setenv("HQCNN_HOME", str(tmp_path / "home"))
+    ro = _fresh_run(run, tmp_path / "ro")
+    (ro / "jobs").write_text("")  # the run folder's jobs area cannot be made
+    code, _, err = _infer(capsys, ro, backend)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"cannot write to the run folder {ro}" in err and "nothing was submitted" in err
+    assert cloud.submissions == 0 and not (tmp_path / "home" / "jobs.jsonl").exists()
+
+
+def _unwritable(path: Path):
+    """An ``on_submit`` hook: the journal ``path`` turns into a folder the moment the service
+    accepts the job (a write after submission fails, as on a full or read-only disk)."""
+    def hook(job):
+        path.unlink(missing_ok=True)
+        path.mkdir()
+    return hook
+
+
+def test_job_is_never_lost_when_a_journal_write_fails_after_submission(run, tmp_path, cloud,
+                                                                        capsys, monkeypatch):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    one = _fresh_run(run, tmp_path / "one")
+    cloud.script(on_submit=_unwritable(tmp_path / "home" / "jobs.jsonl"))
+    code, out, err = _infer(capsys, one, backend, "--json")
+    assert code == 0, err  # the job was waited for and fetched through the run folder
+    job_id = json.loads(out)["job_id"]
+    assert f"`hqcnn-qiskit jobs fetch {job_id} --run {one}`" in err
+    code, _, err = _cli(capsys, "jobs", "fetch", job_id)
+    assert code == 1 and "unknown job id" in err and "--run RUN_DIR" in err
+    code, out, err = _cli(capsys, "jobs", "fetch", job_id, "--run", one, "--json")
+    assert code == 0 and json.loads(out)["job_id"] == job_id, err
+    code, out, _ = _cli(capsys, "jobs", "status", job_id, "--run", one)
+    assert code == 0 and "DONE" in out
+    assert cloud.submissions == 1
+
+    # the run journal fails instead: the line to record is printed, and the index still knows
+    monkeypatch.setenv("HQCNN_HOME", str(tmp_path / "home2"))
+    two = _fresh_run(run, tmp_path / "two")
+    cloud.script(on_submit=_unwritable(two / "jobs.jsonl"))
+    code, out, err = _infer(capsys, two, backend, "--json")
+    assert code == 0, err
+    job_id = json.loads(out)["job_id"]
+    line = next(t for t in err.splitlines() if "could not be journaled" in t)
+    assert job_id in line and str(two / "jobs.jsonl") in line
+    assert json.loads(line.split("append this line to that file: ", 1)[1])["job_id"] == job_id
+    code, out, err = _cli(capsys, "jobs", "fetch", job_id, "--json")
+    assert code == 0 and json.loads(out)["job_id"] == job_id, err
+    assert cloud.submissions == 2
+
+
+def test_interrupt_names_only_this_invocations_jobs(run, tmp_path, cloud, capsys):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    code, out, err = _infer(capsys, run, backend, "--json")
+    assert code == 0, err
+    older = json.loads(out)["job_id"]  # done and fetched: the last line of the index
+
+    cloud.script(interrupt_on_submit=True)  # Ctrl-C while the submission is on the wire
+    code, _, err = _infer(capsys, run, backend)
+    assert code == 130 and older not in err
+    assert "before any job was submitted" in err and cloud.submissions == 1
+
+    cloud.script(interrupt_on_status=1)  # Ctrl-C while waiting: this run's job, only it
+    code, _, err = _infer(capsys, run, backend)
+    new = [j for j in cloud.jobs if j != older]
+    assert code == 130 and len(new) == 1 and new[0] in err and older not in err
+
+
+def test_infer_json_is_evaluate_json_plus_job(run, capsys):
+    args = ("--checkpoint", run / "best.pt", "--split", "test", "--limit", 40, "--data-root",
+            _root(), "--json")
+    code, out, err = _cli(capsys, "evaluate", "--backend", "aer_ideal", "--no-progress", *args)
+    assert code == 0, err
+    evaluated = json.loads(out)
+    code, out, err = _cli(capsys, "infer", "--backend", "aer_ideal", *args)
+    assert code == 0, err
+    got = json.loads(out)
+    assert set(got) == set(evaluated) | {"job_id", "checkpoint"}
+    assert got["checkpoint"] == str((run / "best.pt").resolve())
+    assert got["bootstrap"] == evaluated["bootstrap"] == 2000
+    for key in ("acc", "auc", "n", "split", "backend", "dataset", "acc_95", "auc_95"):
+        assert got[key] == pytest.approx(evaluated[key], abs=1e-6), key
+    code, out, err = _cli(capsys, "jobs", "fetch", got["job_id"], "--json")
+    assert code == 0 and json.loads(out) == got, err
+
+
+def test_simulators_print_no_qpu_estimate(run, capsys):
+    code, out, err = _infer(capsys, run, "aer_noisy", "--dry-run", limit=4)
+    assert code == 0, err
+    assert "executions:" in out and "QPU" not in out and "Open plan" not in out
+    code, out, err = _infer(capsys, run, "aer_ideal", "--no-wait", limit=4)
+    assert code == 0, err
+    assert "QPU" not in err and "local testing mode" not in err and "runs in this process" in err
+    code, out, err = _infer(capsys, run, "fake_brisbane", "--dry-run", limit=4)
+    assert code == 0, err  # runtime_local: what the device it stands for would cost
+    assert "QPU usage: none (local testing mode" in out and "on the real device" in out
+
+
+def test_jobs_list_has_a_header(run, tmp_path, cloud, capsys):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    code, out, err = _infer(capsys, run, backend, "--no-wait", "--json")
+    assert code == 0, err
+    job_id = json.loads(out)["job_id"]
+    code, out, _ = _cli(capsys, "jobs", "list")
+    header, row = out.splitlines()
+    assert header.split() == ["JOB", "ID", "STATE", "BACKEND", "DEVICE", "SUBMITTED", "RUN",
+                              "FOLDER"]
+    assert row.startswith(job_id) and row.index("submitted") == header.index("STATE")
+
+
+def test_service_construction_logs_nothing_about_the_token(cloud):
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("qiskit_ibm_runtime")
+    logger.addHandler(handler)
+    try:
+        cloud.service(channel=ibm.CHANNEL, token=TOKEN)  # the double logs what IBM's does ...
+        assert any("Loading account" in r.getMessage() for r in records)
+        records.clear()
+        ibm.get_service()  # ... and get_service keeps it off stderr
+        assert not records
+    finally:
+        logger.removeHandler(handler)
+    assert logging.getLogger(ibm.SERVICE_LOGGER).level == logging.NOTSET  # restored
