@@ -205,6 +205,4 @@ def runtime_options(profile: BackendProfile) -> dict:
         options["default_shots"] = int(profile.shots)
     elif profile.precision:
         options["default_precision"] = float(profile.precision)
-    if profile.seed is not None:
-        options["simulator"] = {"seed_simulator": int(profile.seed)}
-    return options
+    return options  # no simulator seed: a runtime profile has no `seed` (hardware ignores one)
