@@ -96,12 +96,17 @@ RUNTIME = 'kind = "runtime"\ndevice = "ibm_fez"\n'
     ],
 )
 def test_out_of_range_and_mistyped_values_name_file_and_field(tmp_path, body, field):
+    path, message = _refused(tmp_path, body)
+    assert message.startswith(f"{path}: field '{field}'")
+
+
+def _refused(tmp_path, body: str) -> tuple:
+    """The profile file written from ``body`` and the one-line error its loading raises."""
     path = _write(tmp_path, body)
     with pytest.raises(BackendError) as info:
         load_profile(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}: field '{field}'")
-    assert "\n" not in message
+    assert "\n" not in str(info.value)
+    return path, str(info.value)
 
 
 def test_physical_qubits_outside_the_snapshot_name_the_size(tmp_path):
@@ -136,12 +141,8 @@ def test_physical_qubits_outside_the_snapshot_name_the_size(tmp_path):
     ],
 )
 def test_fields_the_kind_does_not_use_are_errors(tmp_path, body, field, kind):
-    path = _write(tmp_path, body)
-    with pytest.raises(BackendError) as info:
-        load_profile(path)
-    message = str(info.value)
+    path, message = _refused(tmp_path, body)
     assert message.startswith(f"{path}: field '{field}' does not apply to kind '{kind}'")
-    assert "\n" not in message
 
 
 @pytest.mark.parametrize(
