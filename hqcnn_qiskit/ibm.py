@@ -136,6 +136,12 @@ def get_service():
         from qiskit_ibm_runtime.accounts import AccountNotFoundError
 
         text = scrub(exc)
+        offline = _network_cause(exc)
+        if offline is not None:  # the runtime words this as a token problem; it is not one
+            raise ServiceUnavailable(
+                f"cannot reach IBM Quantum: no network connection to its servers "
+                f"({type(offline).__name__}: {scrub(offline)}); the token was not checked"
+            ) from None
         if isinstance(exc, AccountNotFoundError):
             raise ServiceUnavailable(
                 "no IBM Quantum account: set QISKIT_IBM_TOKEN (and QISKIT_IBM_INSTANCE) or save one "
@@ -146,6 +152,18 @@ def get_service():
                 r"invalid.*token", text, re.I):
             raise ServiceUnavailable(f"IBM Quantum rejected the token ({text})") from None
         raise ServiceUnavailable(f"cannot reach IBM Quantum ({type(exc).__name__}: {text})") from None
+
+
+def _network_cause(exc: BaseException) -> BaseException | None:
+    """The connection failure behind ``exc`` (its causes and contexts), if there is one."""
+    from requests.exceptions import ConnectionError as NoConnection, Timeout
+
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, (NoConnection, Timeout, ConnectionError, TimeoutError)):
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
 
 
 def _backend_names(service) -> list[str]:

@@ -128,14 +128,18 @@ class FakeCloud:
         token: The token the cloud accepts; ``None`` accepts any. A service built without a token
             fails with ``AccountNotFoundError`` unless ``saved_account`` is true.
         saved_account: Whether an account is "saved on disk".
+        offline: IBM's servers cannot be reached: building a service with a token fails the way
+            qiskit-ibm-runtime 0.51 does without network, an ``InvalidAccountError`` ("... valid
+            API token") raised while handling a ``requests`` connection error.
     """
 
     def __init__(self, *, token: str | None = None, saved_account: bool = False,
-                 devices: dict | None = None, seed: int = 11):
+                 devices: dict | None = None, seed: int = 11, offline: bool = False):
         from qiskit_ibm_runtime import fake_provider
 
         self.token = token
         self.saved_account = saved_account
+        self.offline = offline
         self.jobs: dict[str, FakeJob] = {}
         self.submissions = 0
         self.service_kwargs: list[dict] = []
@@ -154,6 +158,17 @@ class FakeCloud:
         if token is not None:  # the real account discovery, which logs as it does for IBM
             QiskitRuntimeService._discover_account(  # noqa: SLF001
                 None, token=token, channel=kwargs.get("channel"))
+        if token is not None and self.offline:
+            from qiskit_ibm_runtime.accounts import InvalidAccountError
+            from requests.exceptions import ConnectionError as NoConnection
+
+            try:
+                raise NoConnection("HTTPSConnectionPool(host='iam.cloud.ibm.com', port=443): Max "
+                                   "retries exceeded with url: /identity/token (Caused by "
+                                   "NameResolutionError: Failed to resolve 'iam.cloud.ibm.com')")
+            except NoConnection:
+                raise InvalidAccountError("Unable to retrieve instances. Please check that you "
+                                          "are using a valid API token.")  # noqa: B904
         if token is not None and self.token is not None and token != self.token:
             raise RequestsApiError(  # what IAM answers, echoing the key it was given
                 f"'400 Client Error: Bad Request for url: https://iam.cloud.ibm.com/identity/token. "

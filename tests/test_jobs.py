@@ -224,6 +224,17 @@ def test_token_never_leaks(run, tmp_path, cloud, capsys, monkeypatch):
     assert not any(TOKEN in t for t in texts)
 
 
+def test_no_network_is_not_called_a_bad_token(run, capsys, monkeypatch):
+    """Without network qiskit-ibm-runtime says 'check that you are using a valid API token';
+    the user must hear that the servers were not reached, and the token was not judged."""
+    ibm.set_service_factory(FakeCloud(token=TOKEN, offline=True).service)
+    monkeypatch.setenv("QISKIT_IBM_TOKEN", TOKEN)
+    code, _, err = _infer(capsys, run, "ibm_brisbane")
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "cannot reach IBM Quantum: no network connection to its servers (ConnectionError" in err
+    assert "the token was not checked" in err and "rejected" not in err and TOKEN not in err
+
+
 def test_account_and_device_errors_are_one_line(run, tmp_path, capsys, monkeypatch):
     c = FakeCloud(token=TOKEN)
     ibm.set_service_factory(c.service)
