@@ -20,6 +20,7 @@ __all__ = [
     "rng_state",
     "set_rng_state",
     "atomic_write",
+    "probe_writable",
     "write_json",
     "save_checkpoint",
     "load_checkpoint",
@@ -62,6 +63,33 @@ def set_rng_state(state: dict) -> None:
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
+
+
+def probe_writable(folder: str | os.PathLike) -> None:
+    """Check that files can be created in ``folder`` (made, with its missing parents, if need
+    be) by creating and deleting one; the folders made for the test are removed again, so a
+    command that fails later leaves nothing behind.
+
+    Raises:
+        OSError: The folder cannot be made or written (read-only, no permission, a file in the
+            way); callers turn it into their one-line error.
+    """
+    folder = Path(folder)
+    made = []  # the folder and the parents it lacks, deepest first
+    missing = folder
+    while not missing.exists() and missing != missing.parent:
+        made.append(missing)
+        missing = missing.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    finally:
+        for path in made:
+            try:
+                path.rmdir()
+            except OSError:  # another process put something there meanwhile: keep it
+                break
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:

@@ -31,7 +31,6 @@ import io
 import json
 import os
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write, file_sha256
+from .checkpoint import atomic_write, file_sha256, probe_writable
 from .errors import BackendError, CheckpointError, ConfigError, HQCNNError
 from .profiles import CONFIRM_ABOVE_SECONDS
 
@@ -104,9 +103,9 @@ def check_writable(run_dir) -> None:
     """Fail before anything is submitted unless the journal can be written: the run folder's
     ``jobs/`` area and ``jobs.jsonl``, and the user index ``$HQCNN_HOME/jobs.jsonl``.
 
-    Each place is really written to (a temporary file, and the journal opened for appending,
-    which creates it empty if missing), so a read-only mount, a missing permission or a file
-    in the way are all caught.
+    Each folder is really written to (:func:`~hqcnn_qiskit.checkpoint.probe_writable`, which
+    leaves nothing behind) and an existing journal is opened for appending, so a read-only
+    mount, a missing permission or a file in the way are all caught.
 
     Args:
         run_dir: The checkpoint's folder.
@@ -119,11 +118,10 @@ def check_writable(run_dir) -> None:
     for folder, journal, what in ((run_dir / "jobs", run_dir / "jobs.jsonl", "run folder"),
                                   (index.parent, index, "job index folder ($HQCNN_HOME)")):
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-                pass
-            with journal.open("a", encoding="utf-8"):
-                pass
+            probe_writable(folder)
+            if journal.exists() or journal.is_symlink():
+                with journal.open("a", encoding="utf-8"):
+                    pass
         except OSError as exc:
             where = run_dir if folder.parent == run_dir else folder
             raise ConfigError(f"cannot write to the {what} {where} ({exc.strerror or exc}: "

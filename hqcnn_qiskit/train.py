@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from tqdm import tqdm
 
 from .checkpoint import (
     load_checkpoint,
+    probe_writable,
     rng_state,
     save_checkpoint,
     seed_everything,
@@ -130,17 +130,12 @@ class TrainConfig:
 
 
 def _check_writable(out: Path) -> None:
-    """Fail early if ``out`` cannot be written; a folder made for the test is removed again, so
-    a run that fails before training (bad backend, missing data) leaves no empty folder."""
-    made = not out.exists()
+    """Fail early if ``out`` cannot be written; the probe leaves no folder behind, so a run that
+    fails before training (bad backend, missing data) leaves nothing."""
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-test-"):
-            pass
+        probe_writable(out)
     except OSError as exc:
         raise ConfigError(f"cannot write to run folder {out}: {exc.strerror or exc}") from None
-    if made:
-        out.rmdir()
 
 
 def _shown(value) -> str:
@@ -176,8 +171,8 @@ def _batch_postfix(model: HQCNN, loss: float) -> dict:
 def _diverged(config: TrainConfig, epoch: int, what: str) -> DivergedError:
     """The error for a run whose numbers blew up (nothing of the epoch is saved)."""
     kept = f"last.pt keeps epoch {epoch}" if epoch else "no epoch was saved"
-    return DivergedError(f"training diverged in epoch {epoch + 1}: {what}; {kept}. Try a smaller "
-                         f"--lr (this run: {config.lr:g})")
+    return DivergedError(f"training diverged in epoch {epoch + 1}: {what}; {kept}. Train again "
+                         f"with a smaller --lr (this run: {config.lr:g}) into another --out")
 
 def train(
     config: TrainConfig,

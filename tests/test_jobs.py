@@ -296,12 +296,23 @@ def test_unwritable_index_or_run_folder_fails_before_submitting(run, tmp_path, c
     assert cloud.submissions == 0 and not (tmp_path / "home" / "jobs.jsonl").exists()
 
 
+def test_a_failed_infer_leaves_no_journal_behind(run, tmp_path, capsys, monkeypatch):
+    """The writability check runs before the backend is validated; what it made for the test
+    must not stay behind when the command then fails."""
+    monkeypatch.setenv("HQCNN_HOME", str(tmp_path / "home"))
+    fresh = _fresh_run(run, tmp_path / "fresh")
+    code, _, err = _infer(capsys, fresh, "no_such_backend")
+    assert code == 1 and "no_such_backend" in err
+    assert sorted(p.name for p in fresh.iterdir()) == ["best.pt"]
+    assert not (tmp_path / "home").exists()
+
+
 def _unwritable(path: Path):
     """An ``on_submit`` hook: the journal ``path`` turns into a folder the moment the service
     accepts the job (a write after submission fails, as on a full or read-only disk)."""
     def hook(job):
         path.unlink(missing_ok=True)
-        path.mkdir()
+        path.mkdir(parents=True)
     return hook
 
 
