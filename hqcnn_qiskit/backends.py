@@ -78,12 +78,13 @@ class QuantumBackend:
         """Facts for logs and run folders (never credentials)."""
         return {"name": self.name, "kind": self.profile.kind, "device": self.profile.device}
 
-    def rng_state(self) -> list:
-        """The state of the random streams this backend draws from (shots, twirls), for a
-        checkpoint; empty for a deterministic backend."""
-        return []
+    def rng_state(self) -> dict:
+        """The state of the random streams this backend draws from (shots, twirls) and of what
+        it has already drawn and kept (readout calibrations), for a checkpoint; empty for a
+        deterministic backend."""
+        return {}
 
-    def set_rng_state(self, state: list) -> None:
+    def set_rng_state(self, state: dict) -> None:
         """Restore what :meth:`rng_state` returned, so a resumed run draws the same shots."""
         if state:
             raise BackendError(f"backend {self.name} has no random state to restore")

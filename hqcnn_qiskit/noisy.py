@@ -341,6 +341,25 @@ class SamplingEstimator(BaseEstimatorV2):
         self.total_stats = {"shots": 0, "circuits": 0, "seconds": 0.0, "calls": 0}
         self._tally = dict(self.total_stats)
 
+    def calibration_state(self) -> list[dict]:
+        """The readout calibrations measured so far, as plain lists (for a checkpoint: they
+        were drawn from the random streams, so a resumed run must not draw them again)."""
+        out = []
+        for (qubits, readout), cal in self._calibrations.items():
+            values = ({"p01": cal.p01.tolist(), "p10": cal.p10.tolist()}
+                      if isinstance(cal, ReadoutCalibration) else {"z": np.asarray(cal).tolist()})
+            out.append({"qubits": list(qubits), "readout": readout, **values})
+        return out
+
+    def set_calibration_state(self, state: list[dict]) -> None:
+        """Restore what :meth:`calibration_state` returned."""
+        self._calibrations = {
+            (tuple(c["qubits"]), c["readout"]):
+                ReadoutCalibration(np.array(c["p01"]), np.array(c["p10"])) if "p01" in c
+                else np.array(c["z"])
+            for c in state
+        }
+
     def generators(self) -> list[np.random.Generator]:
         """Every random stream this estimator draws from: twirl masks, then the runner's."""
         runner = getattr(self.runner, "rng", None)
@@ -612,16 +631,20 @@ class DeviceBackend(QuantumBackend):
     def _make_estimator(self):  # pragma: no cover - defined by subclasses
         raise NotImplementedError
 
-    def rng_state(self) -> list:
-        return [g.bit_generator.state for g in self.estimator().generators()]
+    def rng_state(self) -> dict:
+        estimator = self.estimator()
+        return {"streams": [g.bit_generator.state for g in estimator.generators()],
+                "calibrations": estimator.calibration_state()}
 
-    def set_rng_state(self, state: list) -> None:
-        generators = self.estimator().generators()
-        if len(state) != len(generators):
-            raise BackendError(f"backend {self.name}: the saved random state has {len(state)} "
-                               f"streams, this backend {len(generators)}")
-        for generator, saved in zip(generators, state):
+    def set_rng_state(self, state: dict) -> None:
+        estimator = self.estimator()
+        generators = estimator.generators()
+        if len(state["streams"]) != len(generators):
+            raise BackendError(f"backend {self.name}: the saved random state has "
+                               f"{len(state['streams'])} streams, this backend {len(generators)}")
+        for generator, saved in zip(generators, state["streams"]):
             generator.bit_generator.state = saved
+        estimator.set_calibration_state(state["calibrations"])
 
     @property
     def last_batch_stats(self) -> dict:

@@ -323,7 +323,7 @@ def train(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "rng": rng_state(),
-            "backend_rng": model.quantum.backend.rng_state() if model.is_quantum else [],
+            "backend_rng": model.quantum.backend.rng_state() if model.is_quantum else {},
             "shuffle_rng": shuffle.get_state(),
             "epoch": epoch,
             "history": history,

@@ -90,10 +90,12 @@ def test_checkpoint_is_safe_and_complete(trained):
 
 
 @pytest.mark.parametrize("augment, backend", [(False, "aer_ideal"), (True, "aer_ideal"),
-                                              (False, "aer_noisy")])
+                                              (False, "aer_noisy"),
+                                              (False, "aer_noisy_mitigated")])
 def test_resume_is_exact(tmp_path, data_root, augment, backend):
-    """aer_noisy: the shot and twirl streams are saved with the checkpoint, so the resumed
-    epochs draw the same shots as the straight run."""
+    """Shot-based backends: the shot and twirl streams, and the readout calibration already
+    drawn from them (aer_noisy_mitigated), are saved with the checkpoint, so the resumed epochs
+    draw the same shots as the straight run."""
     spec = DatasetSpec("breastmnist")
     config = TrainConfig(dataset=spec, epochs=2, seed=5, batch_size=32, limit_train=64,
                          limit_eval=24, augment=augment, backend=backend)
