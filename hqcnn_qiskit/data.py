@@ -256,17 +256,17 @@ def load_split(
         raise DataError(
             f"{path}: split '{split}' has {len(images)} images, the official count is {expected}"
         )
+    classes = len(spec.info["label"])
+    top = 1 if spec.info["task"].startswith("multi-label") else classes - 1
+    if labels.size and (labels.min() < 0 or labels.max() > top):
+        raise DataError(f"{path}: split '{split}' has labels outside 0-{top} "
+                        f"({spec.flag} has {classes} classes)")
     if limit is not None:
         if limit < 1:
             raise DataError(f"limit must be positive, got {limit}")
         if limit < len(images):
             keep = subset_indices(len(images), limit)
             images, labels = images[keep], labels[keep]
-    classes = len(spec.info["label"])
-    top = 1 if spec.info["task"].startswith("multi-label") else classes - 1
-    if labels.size and (labels.min() < 0 or labels.max() > top):
-        raise DataError(f"{path}: split '{split}' has labels outside 0-{top} "
-                        f"({spec.flag} has {classes} classes)")
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
     x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
     x = (x - 0.5) / 0.5

@@ -88,7 +88,7 @@ def _interrupted(command: str, job_ids: list[str]) -> int:
         print(f"{prefix}; job(s) {' '.join(remote)} keep running on IBM Quantum: "
               f"`hqcnn-qiskit jobs fetch {remote[0]}` collects the result", file=sys.stderr)
     if local:
-        print(f"{prefix}; local job(s) {' '.join(local)} ran in this process: "
+        print(f"{prefix}; local job(s) {' '.join(local)} run in the process that submits them: "
               f"`hqcnn-qiskit jobs fetch {local[0]}` collects the result if it finished, else "
               "rerun `infer`", file=sys.stderr)
     return 130

@@ -11,8 +11,9 @@ image noise that differs between seeds twice.
 
 Metrics are medmnist's own ACC and AUC (``medmnist.evaluator``), computed here on image counts
 so that thousands of resamples cost one sort per score column. Intervals are built on the logit
-scale (ACC and AUC live in [0, 1] and are skewed near 1) with Student's t at seeds − 1 degrees of
-freedom for the seed part. In simulations of seeds and test samples like BreastMNIST's and
+scale (ACC and AUC live in [0, 1] and are skewed near 1; a metric that reaches 0 or 1 on some
+resample has no logit and stays on the plain scale, clipped into [0, 1]) with Student's t at
+seeds − 1 degrees of freedom for the seed part. In simulations of seeds and test samples like BreastMNIST's and
 PneumoniaMNIST's they covered the true mean 95-98% of the time at 3 seeds (a normal quantile on
 the plain scale: 89-94%); ``tests/test_uncertainty.py`` checks one such case.
 """
