@@ -167,12 +167,12 @@ def _batch_postfix(model: HQCNN, loss: float) -> dict:
     return postfix
 
 
-
 def _diverged(config: TrainConfig, epoch: int, what: str) -> DivergedError:
     """The error for a run whose numbers blew up (nothing of the epoch is saved)."""
     kept = f"last.pt keeps epoch {epoch}" if epoch else "no epoch was saved"
     return DivergedError(f"training diverged in epoch {epoch + 1}: {what}; {kept}. Train again "
                          f"with a smaller --lr (this run: {config.lr:g}) into another --out")
+
 
 def train(
     config: TrainConfig,
@@ -302,6 +302,8 @@ def train(
             seen += len(idx)
             bar.set_postfix(_batch_postfix(model, loss.item()), refresh=False)
         bar.close()
+        # both checks are needed: blown-up weights can still give finite (constant) scores,
+        # and finite weights can overflow into non-finite scores
         if not all(torch.isfinite(t).all() for t in model.state_dict().values()
                    if t.is_floating_point()):  # weights and BatchNorm statistics
             raise _diverged(config, epoch, "the weights are no longer finite")
