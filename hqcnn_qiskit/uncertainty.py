@@ -173,6 +173,16 @@ def _variances(split_values: np.ndarray, boot: np.ndarray) -> tuple[float, float
     return shared, float(split_values.var(ddof=1)) / k
 
 
+def _half_width(shared: float, seed_var: float, seeds: int) -> float:
+    """``√(z²·C + t²·V)``: the 95% half-width from the shared image variance ``C`` and the
+    variance ``V`` of the seed mean, with Student's t at ``seeds`` − 1 degrees of freedom (no
+    seed part with one seed)."""
+    from scipy.stats import t as student
+
+    seed_part = float(student.ppf(0.975, seeds - 1)) ** 2 * seed_var if seeds > 1 else 0.0
+    return math.sqrt(Z95**2 * shared + seed_part)
+
+
 def estimate(values: np.ndarray, *, bounded: bool = True) -> Estimate:
     """The mean over seeds of a metric and its 95% interval.
 
@@ -194,8 +204,6 @@ def estimate(values: np.ndarray, *, bounded: bool = True) -> Estimate:
         The :class:`Estimate`; undefined (nan interval) without resamples, or when fewer than
         :data:`MIN_USABLE_SHARE` of them have the metric defined.
     """
-    from scipy.stats import t as student
-
     values = np.asarray(values, dtype=float)
     k, resamples = values.shape[0], values.shape[1] - 1
     boot = values[:, 1:][:, np.all(np.isfinite(values[:, 1:]), axis=0)]
@@ -210,8 +218,7 @@ def estimate(values: np.ndarray, *, bounded: bool = True) -> Estimate:
                              and np.all((boot > 0) & (boot < 1)))
     scale = _logit if logit else np.asarray
     shared_s, seed_var_s = _variances(scale(values[:, 0]), scale(boot))
-    half = math.sqrt(Z95**2 * shared_s
-                     + (float(student.ppf(0.975, k - 1)) ** 2 * seed_var_s if k > 1 else 0.0))
+    half = _half_width(shared_s, seed_var_s, k)
     center = float(scale(mean))
     low, high = center - half, center + half
     if logit:
@@ -256,7 +263,7 @@ def seeds_to_resolve(diff: Estimate, *, power: float = 0.8) -> float:
         seeds, is then needed) or the difference is 0; nan with fewer than two seeds or an
         undefined interval.
     """
-    from scipy.stats import norm, t as student
+    from scipy.stats import norm
 
     if diff.seeds < 2 or not diff.defined:
         return math.nan
@@ -267,7 +274,7 @@ def seeds_to_resolve(diff: Estimate, *, power: float = 0.8) -> float:
         return math.inf
 
     def enough(k: int) -> bool:  # falls as k grows, so a bisection finds the first k
-        half = math.sqrt(Z95**2 * shared + float(student.ppf(0.975, k - 1)) ** 2 * per_seed / k)
+        half = _half_width(shared, per_seed / k, k)
         return half + z_power * math.sqrt(shared + per_seed / k) <= effect
 
     low, high = 1, 2
