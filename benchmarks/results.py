@@ -293,9 +293,9 @@ def _uncertainty_lines(stats: dict, n: int) -> list[str]:
              "together with each seed's own image noise. Half-width √((z·SE split)² + "
              "(t·SE seeds)²), z the normal 97.5% quantile and t Student's at seeds − 1 degrees "
              f"of freedom ({t_note}; few seeds give wide intervals), computed on the logit "
-             "scale for ACC and AUC and mapped back into [0, 1] (on the plain scale, clipped to "
-             "[0, 1], for a metric that reaches 0 or 1 on some resample); the table shows the SEs on the "
-             "plain scale. Differences are paired by seed and by image; their SE split is small "
+             "scale for ACC and AUC and mapped back into [0, 1] (on the plain scale, clipped "
+             "to [0, 1], for a metric that reaches 0 or 1 on some resample); the table shows the "
+             "SEs on the plain scale. Differences are paired by seed and by image; their SE split is small "
              "when the images that favour one model over the other change from seed to seed "
              "(that variation is in SE seeds instead). The per-image scores were recomputed "
              "from each `best.pt` and reproduce every reported ACC/AUC.", ""]
