@@ -71,7 +71,8 @@ def group_qubitwise(terms: Iterable[Term]) -> tuple[list[Term], list[int]]:
     sometimes needs fewer), but it is what the sampling estimator measures.
 
     Returns:
-        The bases, and the index of the basis of each term.
+        The bases, and the index of the basis of each term. Without terms (every observable
+        the identity) one empty basis, ``[{}]``: the circuit still runs once.
     """
     bases: list[Term] = []
     which = []
@@ -84,7 +85,7 @@ def group_qubitwise(terms: Iterable[Term]) -> tuple[list[Term], list[int]]:
         else:
             bases.append(dict(term))
             which.append(len(bases) - 1)
-    return bases, which
+    return bases or [{}], which
 
 
 def measurement_bases(observables) -> list[Term]:
@@ -101,5 +102,4 @@ def measurement_bases(observables) -> list[Term]:
     from qiskit.primitives.containers import ObservablesArray
 
     terms, _ = pauli_terms(ObservablesArray.coerce(observables).ravel().tolist())
-    bases, _ = group_qubitwise([t for t in terms if t])
-    return bases or [{}]
+    return group_qubitwise([t for t in terms if t])[0]

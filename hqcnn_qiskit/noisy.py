@@ -494,8 +494,6 @@ class SamplingEstimator(BaseEstimatorV2):
             obs_list = pub.observables.ravel().tolist()
             terms, obs_terms = pauli_terms(obs_list, plan.position)
             bases, which = group_qubitwise([t for t in terms if t])
-            if not bases:
-                bases = [{}]
             basis_strings = ["".join(b.get(i, "Z") for i in range(k)) for b in bases]
             masks = twirl_masks(k, m.twirl_samples, self._rng) if twirls else np.array([0])
             shots = max(1, self.shots // len(masks))
