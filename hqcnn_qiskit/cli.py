@@ -40,6 +40,14 @@ def _positive_int(text: str) -> int:
     return _number(text, parse=int, zero=False)
 
 
+def _at_least_two(text: str) -> int:
+    """Batch sizes and image limits: BatchNorm needs two images to train, AUC two to score."""
+    value = _number(text, parse=int, zero=False)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected at least 2, got {value}")
+    return value
+
+
 def _resamples(text: str) -> int:
     value = _number(text, parse=int, zero=True)
     if 0 < value < 100:
@@ -84,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backend profile name or .toml path (see `hqcnn-qiskit backends`)")
     p.add_argument("--epochs", type=_positive_int, default=30)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=_positive_int, default=128, help="at least 2")
+    p.add_argument("--batch-size", type=_at_least_two, default=128, help="at least 2")
     p.add_argument("--lr", type=_positive_float, default=1e-3)
     p.add_argument("--lr-schedule", default="constant", choices=("constant", "step"),
                    help="step: lr x0.1 from half and from three quarters of the epochs on "
@@ -98,13 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="s in theta = s*tanh(BN(h)) (default pi/2)")
     p.add_argument("--no-angle-norm", action="store_true",
                    help="the paper's literal angle map s*tanh(h), without the BatchNorm")
-    p.add_argument("--limit-train", type=_positive_int, metavar="N",
+    p.add_argument("--limit-train", type=_at_least_two, metavar="N",
                    help="train on a fixed subset of N images")
-    p.add_argument("--limit-eval", type=_positive_int, metavar="N",
+    p.add_argument("--limit-eval", type=_at_least_two, metavar="N",
                    help="validate and test on fixed subsets of N images")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (they are drawn only when stderr is a terminal)")
     p.add_argument("--json", action="store_true", help="print metrics.json on stdout at the end")
     _add_data_args(p)
     p.set_defaults(func=_train)
@@ -115,11 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, metavar="PATH")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--backend", help="run the circuit here (default: the training backend)")
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="a fixed subset of N images")
+    p.add_argument("--limit", type=_at_least_two, metavar="N", help="a fixed subset of N images")
     p.add_argument("--bootstrap", type=_resamples, default=2000, metavar="N",
                    help="resamples of the images for the 95%% intervals (0: none; else >= 100)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (it is drawn only when stderr is a terminal)")
     _add_data_args(p)
     p.set_defaults(func=_evaluate)
 
@@ -149,6 +159,12 @@ def _version() -> str:
     return __version__
 
 
+def show_progress(args) -> bool:
+    """Progress bars only on a terminal: in a log file or a pipe their redraws pile up as
+    ``\\r`` lines (``train`` still logs one line per epoch there)."""
+    return not getattr(args, "no_progress", False) and sys.stderr.isatty()
+
+
 def _train(args) -> int:
     from .data import DatasetSpec
     from .profiles import load_profile
@@ -168,7 +184,7 @@ def _train(args) -> int:
         angle_norm=not args.no_angle_norm,
     )
     metrics = train(config, args.out, data_root=args.data_root, resume=args.resume,
-                    verify=not args.no_verify, progress=not args.no_progress)
+                    verify=not args.no_verify, progress=show_progress(args))
     if args.json:
         print(json.dumps(metrics))
     return 0
@@ -183,7 +199,7 @@ def _evaluate(args) -> int:
         load_profile(args.backend)
     result = evaluate_checkpoint(args.checkpoint, split=args.split, backend=args.backend,
                                  data_root=args.data_root, limit=args.limit,
-                                 verify=not args.no_verify, progress=not args.no_progress,
+                                 verify=not args.no_verify, progress=show_progress(args),
                                  keep_scores=True)
     if args.backend and result["backend"].startswith("none"):
         print(f"note: {args.checkpoint} is the classical twin; --backend {args.backend} is not "

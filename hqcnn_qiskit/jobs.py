@@ -310,6 +310,7 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
         CheckpointError: Missing checkpoint, a classical twin, or a circuit that does not fit.
         BackendError: Unknown profile or device, too few qubits, no account (not in dry run).
         DataError: The data does not match the checkpoint's dataset.
+        ConfigError: ``limit`` below 2.
     """
     from .backends import get_backend
     from .data import DatasetSpec, load_split, subset_indices
@@ -317,6 +318,8 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
     from .profiles import load_profile
     from .transpile import transpile_for_profile
 
+    if limit is not None and limit < 2:  # checked before anything is sent, not after
+        raise ConfigError(f"limit must be at least 2 images (ACC and AUC need two), got {limit}")
     checkpoint = Path(checkpoint).resolve()
     if not checkpoint.is_file():
         raise CheckpointError(f"checkpoint {checkpoint} does not exist")

@@ -17,7 +17,7 @@ __all__ = ["add_commands"]
 
 def add_commands(sub, parser_class) -> None:
     """Add ``infer`` and ``jobs {list,status,fetch}`` to the ``hqcnn-qiskit`` parser."""
-    from .cli import _add_data_args, _positive_int, _resamples
+    from .cli import _add_data_args, _at_least_two, _resamples
 
     p = sub.add_parser("infer", help="run a checkpoint's circuit as one journaled job",
                        description="Run the classical front locally and the circuit of all "
@@ -27,7 +27,7 @@ def add_commands(sub, parser_class) -> None:
     p.add_argument("--backend", required=True,
                    help="profile name or .toml path: fake_brisbane, ibm_brisbane, ibm_least_busy")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--limit", type=_positive_int, metavar="N", help="a fixed subset of N images")
+    p.add_argument("--limit", type=_at_least_two, metavar="N", help="a fixed subset of N images")
     p.add_argument("--dry-run", action="store_true",
                    help="print the ISA circuit and the QPU usage estimate; submit nothing")
     p.add_argument("--no-wait", action="store_true",

@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 import types
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -696,7 +697,9 @@ class RuntimeLocalBackend(DeviceBackend):
         from qiskit_ibm_runtime import SamplerV2
 
         p = self.profile
-        sampler = SamplerV2(mode=self.device, options={"default_shots": p.shots or 1024})
+        with warnings.catch_warnings():  # the legacy SamplerV2, deprecated in 0.50 (see ibm.py)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            sampler = SamplerV2(mode=self.device, options={"default_shots": p.shots or 1024})
         return SamplingEstimator(
             SamplerRunner(sampler, seed=p.seed), shots=p.shots or 1024, mitigation=p.mitigation,
             target=self.target, seed=p.seed,

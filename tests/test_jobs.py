@@ -17,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from fake_service import FakeCloud  # noqa: E402
 
-from hqcnn_qiskit import cli, ibm  # noqa: E402
+from hqcnn_qiskit import cli, ibm, jobs  # noqa: E402
 from hqcnn_qiskit.data import DatasetSpec  # noqa: E402
+from hqcnn_qiskit.errors import ConfigError  # noqa: E402
 
 TOKEN = "sekret-TOKEN-4f9a1c"
 
@@ -294,6 +295,18 @@ def test_unwritable_index_or_run_folder_fails_before_submitting(run, tmp_path, c
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert f"cannot write to the run folder {ro}" in err and "nothing was submitted" in err
     assert cloud.submissions == 0 and not (tmp_path / "home" / "jobs.jsonl").exists()
+
+
+def test_a_limit_below_two_images_is_refused_before_submitting(run, tmp_path, cloud, capsys):
+    """ACC and AUC need two images: one image used to be sent, and then the command failed."""
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    with pytest.raises(SystemExit) as exit_info:  # the command line: a usage error
+        _infer(capsys, run, backend, limit=1)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "--limit: expected at least 2, got 1" in err
+    with pytest.raises(ConfigError, match="at least 2 images"):  # the Python API
+        jobs.infer(run / "best.pt", backend=backend, limit=1, data_root=_root(), yes=True)
+    assert cloud.submissions == 0
 
 
 def test_a_failed_infer_leaves_no_journal_behind(run, tmp_path, capsys, monkeypatch):

@@ -176,6 +176,31 @@ def test_cli_lr_schedule_choices_match_the_table():
     assert tuple(action.choices) == tuple(LR_SCHEDULES)
 
 
+def test_progress_bars_only_on_a_terminal(tmp_path, data_root, monkeypatch):
+    """In a pipe or a log file the bars' redraws would pile up as carriage returns; the epoch
+    lines say the same there."""
+    import argparse
+    import io
+
+    from hqcnn_qiskit.cli import show_progress
+
+    result = run_cli("train", "--dataset", "breastmnist", "--epochs", "1", "--limit-train", "64",
+                     "--limit-eval", "32", "--batch-size", "16", "--data-root", data_root,
+                     "--out", tmp_path / "run")  # no --no-progress; stderr is a pipe
+    assert result.returncode == 0, result.stderr
+    assert "\r" not in result.stderr and "epoch 1/1: loss" in result.stderr
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    assert show_progress(argparse.Namespace(no_progress=False))
+    assert not show_progress(argparse.Namespace(no_progress=True))
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    assert not show_progress(argparse.Namespace(no_progress=False))
+
+
 def test_classical_twin_trains(tmp_path, data_root, capsys):
     code = main(["train", "--dataset", "breastmnist", "--model", "classical", "--epochs", "1",
                  "--augment", "--weight-decay", "1e-4", "--backend", "aer_noisy",
@@ -188,36 +213,37 @@ def test_classical_twin_trains(tmp_path, data_root, capsys):
 
 
 @pytest.mark.parametrize(
-    "args, needle",
+    "args, needle, code",
     [
-        (["train", "--dataset", "breastmnist", "--out", "X", "--bogus"], "unrecognized arguments"),
-        (["train", "--dataset", "nosuchmnist", "--out", "X"], "unknown dataset"),
-        (["train", "--dataset", "breastmnist", "--backend", "nosuch", "--out", "X"], "unknown backend"),
-        (["train", "--dataset", "breastmnist", "--epochs", "0", "--out", "X"], "positive"),
-        (["evaluate", "--checkpoint", "X", "--split", "dev"], "invalid choice"),
+        (["train", "--dataset", "breastmnist", "--out", "X", "--bogus"], "unrecognized arguments", 2),
+        (["train", "--dataset", "nosuchmnist", "--out", "X"], "unknown dataset", 1),
+        (["train", "--dataset", "breastmnist", "--backend", "nosuch", "--out", "X"], "unknown backend", 1),
+        (["train", "--dataset", "breastmnist", "--epochs", "0", "--out", "X"], "positive", 2),
+        (["evaluate", "--checkpoint", "X", "--split", "dev"], "invalid choice", 2),
         (["evaluate", "--checkpoint", "X", "--bootstrap", "-5"],
-         "expected zero or a positive number, got -5"),
+         "expected zero or a positive number, got -5", 2),
         (["evaluate", "--checkpoint", "X", "--bootstrap", "50"],
-         "expected 0 (no intervals) or at least 100, got 50"),
-        (["evaluate", "--checkpoint", "nowhere.pt"], "does not exist"),
-        (["evaluate", "--checkpoint", "X"], "is a folder; pass a checkpoint in it"),
+         "expected 0 (no intervals) or at least 100, got 50", 2),
+        (["evaluate", "--checkpoint", "nowhere.pt"], "does not exist", 1),
+        (["evaluate", "--checkpoint", "X"], "is a folder; pass a checkpoint in it", 1),
         (["train", "--dataset", "breastmnist", "--weight-decay", "-1", "--out", "X"],
-         "expected zero or a positive number, got -1"),
+         "expected zero or a positive number, got -1", 2),
         (["train", "--dataset", "breastmnist", "--batch-size", "1", "--out", "X"],
-         "--batch-size must be at least 2"),
+         "--batch-size: expected at least 2, got 1", 2),
         (["train", "--dataset", "breastmnist", "--limit-train", "1", "--out", "X"],
-         "--limit-train must be at least 2"),
+         "--limit-train: expected at least 2, got 1", 2),
         (["train", "--dataset", "breastmnist", "--limit-eval", "1", "--out", "X"],
-         "--limit-eval must be at least 2"),
+         "--limit-eval: expected at least 2, got 1", 2),
         (["train", "--dataset", "breastmnist", "--model", "classical", "--backend", "aer_nosiy",
-          "--out", "X"], "unknown backend"),  # a typo is caught even where it is not used
+          "--out", "X"], "unknown backend", 1),  # a typo is caught even where it is not used
     ],
 )
-def test_user_errors_are_one_line(args, needle, tmp_path):
+def test_user_errors_are_one_line(args, needle, code, tmp_path):
+    """One line each; exit status 2 where argparse rejects the command line, 1 otherwise."""
     (tmp_path / "run").mkdir()
     args = [str(tmp_path / "run") if a == "X" else a for a in args]
     result = run_cli(*args)
-    assert result.returncode != 0
+    assert result.returncode == code, result.stderr
     assert needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
