@@ -332,7 +332,7 @@ def test_metrics_need_two_images_and_say_when_auc_is_undefined(trained, data_roo
     out, _ = trained
     result = run_cli("evaluate", "--checkpoint", out / "best.pt", "--limit", 1,
                      "--data-root", data_root, "--no-progress")
-    assert result.returncode == 1 and "at least 2 images" in result.stderr
+    assert result.returncode == 2 and "--limit: expected at least 2, got 1" in result.stderr
     assert "Traceback" not in result.stderr
 
 
