@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -16,7 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from .errors import DataError, first_line
+from . import validate
+from .errors import ConfigError, DataError, first_line
 
 __all__ = [
     "DatasetSpec",
@@ -62,6 +64,21 @@ class DatasetSpec:
     positive: tuple[int, ...] = ()
 
     def __post_init__(self):
+        # plain values only: a checkpoint stores the spec, and a list (unhashable) or a string
+        # class ("2" matches no integer label) would break resume or empty the positive class
+        if not isinstance(self.flag, str):
+            raise DataError(f"the dataset must be named by a string, got {self.flag!r}")
+        try:
+            size = validate.integer(self.size, "size")
+            positive = self.positive
+            if isinstance(positive, (str, bytes)) or not isinstance(positive, Iterable):
+                raise ConfigError(f"positive must be a sequence of class indices, got "
+                                  f"{positive!r}")
+            positive = tuple(validate.integer(c, "each positive class") for c in positive)
+        except ConfigError as exc:
+            raise DataError(str(exc)) from None
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "positive", positive)
         info = _info()
         if self.flag not in info:
             raise DataError(

@@ -32,7 +32,8 @@ from .data import DatasetSpec, augment_batch, load_split
 from .errors import CheckpointError, ConfigError, DivergedError
 from .evaluate import evaluate_model
 from .model import HQCNN, ModelConfig, count_parameters
-from .profiles import SLOW_TO_TRAIN, eval_batch_size
+from . import validate
+from .profiles import SLOW_TO_TRAIN, eval_batch_size, is_profile_path
 
 __all__ = ["TrainConfig", "train"]
 
@@ -88,20 +89,37 @@ class TrainConfig:
     angle_norm: bool = True
 
     def __post_init__(self):
-        if self.epochs < 1:
-            raise ConfigError("--epochs must be at least 1")
-        if self.batch_size < 2:  # batch statistics (BatchNorm) need two images
-            raise ConfigError("--batch-size must be at least 2")
-        for name in ("limit_train", "limit_eval"):  # BatchNorm in training, AUC in evaluation
-            if getattr(self, name) is not None and getattr(self, name) < 2:
-                raise ConfigError(f"--{name.replace('_', '-')} must be at least 2")
-        if not self.weight_decay >= 0:
-            raise ConfigError("--weight-decay must be zero or positive")
-        if not self.lr > 0:
-            raise ConfigError("--lr must be positive")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ConfigError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, "
-                              f"got {self.lr_schedule!r}")
+        """Check every field and store it as a plain Python value (what a checkpoint can hold),
+        so that a mistake fails here and not after an epoch of training."""
+        dataset = DatasetSpec(self.dataset) if isinstance(self.dataset, str) else self.dataset
+        if not isinstance(dataset, DatasetSpec):
+            raise ConfigError(f"dataset must be a DatasetSpec or a dataset name, got {dataset!r}")
+        backend = validate.text(self.backend, "backend", path=True)
+        if is_profile_path(backend):  # a file: kept absolute, valid from any folder
+            backend = str(Path(backend).expanduser().resolve())
+        values = {
+            "dataset": dataset, "backend": backend, "model": validate.text(self.model, "model"),
+            "epochs": validate.integer(self.epochs, "epochs", low=1),
+            "seed": validate.integer(self.seed, "seed"),
+            # batch statistics (BatchNorm) need two images in training, AUC two in evaluation
+            "batch_size": validate.integer(self.batch_size, "batch_size", low=2),
+            "limit_train": _optional(validate.integer, self.limit_train, "limit_train", low=2),
+            "limit_eval": _optional(validate.integer, self.limit_eval, "limit_eval", low=2),
+            "lr": validate.real(self.lr, "lr", positive=True),
+            "lr_schedule": validate.text(self.lr_schedule, "lr_schedule"),
+            "weight_decay": validate.real(self.weight_decay, "weight_decay", non_negative=True),
+            "augment": validate.boolean(self.augment, "augment"),
+        }
+        if values["lr_schedule"] not in LR_SCHEDULES:
+            raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
+                              f"got {values['lr_schedule']!r}")
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        # the architecture fields (model, layers, attention, angle_scale, angle_norm) are
+        # checked and normalised by ModelConfig, before any data is loaded
+        model = self.model_config()
+        for name in ("layers", "attention", "angle_scale", "angle_norm"):
+            object.__setattr__(self, name, getattr(model, name))
 
     def learning_rate(self, epoch: int) -> float:
         """The learning rate of 0-based ``epoch`` under :attr:`lr_schedule`."""
@@ -127,6 +145,11 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> TrainConfig:
         """Inverse of :meth:`to_dict`."""
         return cls(**{**data, "dataset": DatasetSpec.from_dict(data["dataset"])})
+
+
+def _optional(check, value, name: str, **bounds):
+    """``check(value, name, **bounds)``, or None for None."""
+    return None if value is None else check(value, name, **bounds)
 
 
 def _check_writable(out: Path) -> None:

@@ -1,0 +1,75 @@
+"""Type checks for the configuration dataclasses, so that a Python caller's mistake is one
+:class:`~hqcnn_qiskit.errors.ConfigError` up front and not a numpy or torch error in the middle
+of a run, and so that what reaches a checkpoint is a plain Python value.
+
+Checkpoints are read with ``torch.load(weights_only=True)``, which refuses numpy scalars and
+arbitrary objects: a ``np.float64`` learning rate from a sweep used to train a whole run whose
+checkpoints could then not be read. Each function returns the value as the plain type.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+
+from .errors import ConfigError
+
+__all__ = ["integer", "real", "boolean", "text"]
+
+
+def integer(value, name: str, *, low: int | None = None) -> int:
+    """``value`` as an ``int`` (Python or numpy integers; not bools, floats or strings).
+
+    Raises:
+        ConfigError: Not a whole number, or below ``low``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    value = int(value)
+    if low is not None and value < low:
+        raise ConfigError(f"{name} must be at least {low}, got {value}")
+    return value
+
+
+def real(value, name: str, *, positive: bool = False, non_negative: bool = False) -> float:
+    """``value`` as a finite ``float`` (Python or numpy numbers; not bools or strings).
+
+    Raises:
+        ConfigError: Not a number, not finite, or not positive / negative where that is asked.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be finite, got {value}")
+    if positive and value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    if non_negative and value < 0:
+        raise ConfigError(f"{name} must be zero or positive, got {value}")
+    return value
+
+
+def boolean(value, name: str) -> bool:
+    """``value`` as a ``bool`` (Python or numpy booleans only: ``"no"`` is not false).
+
+    Raises:
+        ConfigError: Not a boolean.
+    """
+    if isinstance(value, bool) or type(value).__name__ == "bool_":  # numpy.bool_
+        return bool(value)
+    raise ConfigError(f"{name} must be True or False, got {value!r}")
+
+
+def text(value, name: str, *, path: bool = False) -> str:
+    """``value`` as a ``str``; with ``path``, an ``os.PathLike`` is accepted too.
+
+    Raises:
+        ConfigError: Neither.
+    """
+    if path and isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, str):
+        return value
+    kind = "a name or a path" if path else "a string"
+    raise ConfigError(f"{name} must be {kind}, got {value!r}")

@@ -1,0 +1,91 @@
+"""The configuration dataclasses: a Python caller's mistake is one clear error before any
+work, and what reaches a checkpoint is plain Python that ``weights_only`` loading accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hqcnn_qiskit.data import DatasetSpec
+from hqcnn_qiskit.errors import ConfigError, DataError
+from hqcnn_qiskit.evaluate import evaluate_checkpoint
+from hqcnn_qiskit.train import TrainConfig, train
+
+TINY = dict(model="classical", epochs=1, limit_train=16, limit_eval=16, batch_size=8)
+
+
+def test_numpy_values_from_a_sweep_give_loadable_checkpoints(tmp_path, data_root):
+    """A ``np.float64`` rate used to train a run whose checkpoints could not be read back."""
+    config = TrainConfig(lr=np.logspace(-3, -2, 2)[0], seed=np.int64(3),
+                         weight_decay=np.float32(0), **TINY)
+    assert type(config.lr) is float and type(config.seed) is int
+    assert type(config.weight_decay) is float
+    train(config, tmp_path, data_root=data_root, progress=False, log=lambda *_: None)
+    result = evaluate_checkpoint(tmp_path / "best.pt", split="val", data_root=data_root,
+                                 limit=16, progress=False)
+    assert 0 <= result["acc"] <= 1
+    again = train(config, tmp_path, data_root=data_root, resume=True, progress=False,
+                  log=lambda *_: None)  # resume reads last.pt and compares the configs
+    assert again["best_epoch"] == 1
+
+
+def test_numpy_class_indices_are_stored_as_ints():
+    spec = DatasetSpec("pathmnist", positive=np.array([8, 2]))
+    assert spec.positive == (8, 2) and all(type(c) is int for c in spec.positive)
+    assert spec == DatasetSpec("pathmnist", positive=(8, 2)) and hash(spec)  # resume compares
+    assert DatasetSpec("pathmnist", positive=[8]) == DatasetSpec("pathmnist", positive=(8,))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(positive=("2",)), "each positive class must be a whole number, got '2'"),
+    (dict(positive=2), "positive must be a sequence of class indices, got 2"),
+    (dict(positive=(True,)), "each positive class must be a whole number, got True"),
+    (dict(size="28"), "size must be a whole number, got '28'"),
+])
+def test_dataset_spec_rejects_values_of_the_wrong_type(kwargs, message):
+    """A string class used to match no label: every image silently became negative."""
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        DatasetSpec("dermamnist", **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(seed=1.5), "seed must be a whole number, got 1.5"),
+    (dict(seed="0"), "seed must be a whole number, got '0'"),
+    (dict(epochs=True), "epochs must be a whole number, got True"),
+    (dict(epochs=0), "epochs must be at least 1, got 0"),
+    (dict(batch_size=8.5), "batch_size must be a whole number, got 8.5"),
+    (dict(batch_size=1), "batch_size must be at least 2, got 1"),
+    (dict(limit_train=10.5), "limit_train must be a whole number, got 10.5"),
+    (dict(limit_eval=1), "limit_eval must be at least 2, got 1"),
+    (dict(lr="1e-3"), "lr must be a number, got '1e-3'"),
+    (dict(lr=float("inf")), "lr must be finite, got inf"),
+    (dict(lr=0.0), "lr must be positive, got 0.0"),
+    (dict(weight_decay=-1e-4), "weight_decay must be zero or positive"),
+    (dict(augment="no"), "augment must be True or False, got 'no'"),
+    (dict(lr_schedule="cosine"), "lr_schedule must be one of constant, step, got 'cosine'"),
+    (dict(dataset=3), "dataset must be a DatasetSpec or a dataset name, got 3"),
+    (dict(backend=object()), "backend must be a name or a path"),
+])
+def test_train_config_rejects_bad_values_before_any_work(kwargs, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        TrainConfig(**kwargs)
+
+
+def test_a_dataset_name_is_enough():
+    assert TrainConfig(dataset="pneumoniamnist").dataset == DatasetSpec("pneumoniamnist")
+    with pytest.raises(DataError, match="unknown dataset"):
+        TrainConfig(dataset="nosuchmnist")
+
+
+def test_a_profile_file_is_stored_by_its_absolute_path(tmp_path, monkeypatch):
+    """A relative path in a checkpoint would name another file (or none) when the run is
+    evaluated or resumed from another folder."""
+    (tmp_path / "mine.toml").write_text('kind = "exact"\n')
+    monkeypatch.chdir(tmp_path)
+    config = TrainConfig(backend=Path("mine.toml"))
+    assert config.backend == str(tmp_path / "mine.toml")
+    monkeypatch.chdir(tmp_path.parent)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert TrainConfig(backend="aer_noisy").backend == "aer_noisy"  # names stay names
