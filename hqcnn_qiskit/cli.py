@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", help="run the circuit here (default: the training backend)")
     p.add_argument("--limit", type=_at_least_two, metavar="N", help="a fixed subset of N images")
     p.add_argument("--bootstrap", type=_resamples, default=2000, metavar="N",
-                   help="resamples of the images for the 95%% intervals (0: none; else >= 100)")
+                   help="resamples of the images behind the 95%% intervals (0: no "
+                        "intervals; else >= 100)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (it is drawn only when stderr is a terminal)")
@@ -255,8 +256,11 @@ def report_metrics(result: dict, *, resamples: int, as_json: bool, on: str,
     print(f"{result['dataset']} {result['split']} on {on}: "
           f"acc {shown('acc')}  auc {shown('auc')}  (n={result['n']}){tail}")
     if defined:
-        print(f"[95% intervals from these {result['n']} images alone (bootstrap, "
-              f"{resamples} resamples); another training seed can differ by more]")
+        from .uncertainty import split_interval_methods
+
+        print(f"[95% intervals from these {result['n']} images alone "
+              f"({split_interval_methods(result['task'], resamples)}); another training seed "
+              "can differ by more]")
 
 
 def _backends(args) -> int:

@@ -35,7 +35,8 @@ def add_commands(sub, parser_class) -> None:
     p.add_argument("--yes", action="store_true",
                    help=f"submit even above {CONFIRM_ABOVE_SECONDS:.0f} s of estimated QPU usage")
     p.add_argument("--bootstrap", type=_resamples, default=2000, metavar="N",
-                   help="resamples of the images for the 95%% intervals (0: none; else >= 100)")
+                   help="resamples of the images behind the 95%% intervals (0: no "
+                        "intervals; else >= 100)")
     p.add_argument("--json", action="store_true",
                    help="one JSON object on stdout: that of `evaluate --json` plus job_id and "
                         "checkpoint")
@@ -61,7 +62,8 @@ def add_commands(sub, parser_class) -> None:
     q.add_argument("--run", metavar="RUN_DIR", help=run_help)
     q.add_argument("--no-wait", action="store_true", help="fail instead of waiting if not done")
     q.add_argument("--bootstrap", type=_resamples, default=2000, metavar="N",
-                   help="resamples of the images for the 95%% intervals (0: none; else >= 100)")
+                   help="resamples of the images behind the 95%% intervals (0: no "
+                        "intervals; else >= 100)")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_fetch_cmd)
 

@@ -72,7 +72,8 @@ def test_cli_evaluate_prints_intervals(trained, data_root):
             "--no-progress"]
     result = run_cli(*args, "--bootstrap", 300)
     assert result.returncode == 0, result.stderr
-    assert "[95% intervals from these 40 images alone (bootstrap, 300 resamples)" in result.stdout
+    assert ("[95% intervals from these 40 images alone (ACC: exact binomial; AUC: score "
+            "interval)" in result.stdout)
     plain = run_cli(*args, "--bootstrap", 0)
     assert "95%" not in plain.stdout and "acc " in plain.stdout
     few = run_cli(*args[:-3], "--limit", 10, "--no-progress")
