@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
+from . import validate
 from .checkpoint import load_checkpoint
 from .data import DatasetSpec, load_split
 from .errors import CheckpointError, ConfigError, DataError, DivergedError, first_line
@@ -21,30 +22,66 @@ from .profiles import DEFAULT_EVAL_BATCH_SIZE, eval_batch_size
 __all__ = ["predict", "compute_metrics", "evaluate_model", "load_checkpoint_model", "evaluate_checkpoint"]
 
 
+def _images(dataset) -> torch.Tensor:
+    """The image tensor of a ``TensorDataset`` (its first tensor), or the tensor itself."""
+    if isinstance(dataset, torch.Tensor):
+        return dataset
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[0]
+    raise DataError(f"predict takes a TensorDataset or a tensor of images, got "
+                    f"{type(dataset).__name__}")
+
+
 @torch.no_grad()
 def predict(
-    model: nn.Module, dataset: TensorDataset, *, batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
-    multilabel: bool = False,
+    model: nn.Module, dataset: TensorDataset | torch.Tensor, *,
+    batch_size: int = DEFAULT_EVAL_BATCH_SIZE, multilabel: bool = False,
     progress: bool = False, desc: str = "predict",
 ) -> np.ndarray:
     """Class probabilities (softmax), or label probabilities (sigmoid) for multi-label tasks.
 
-    In eval mode each image's score does not depend on its batch: ``batch_size`` only sets how
-    often the progress bar (counted in images) advances. Shot-sampling backends draw their
-    samples per forward pass, so there the scores move within shot noise with the batching.
+    The model runs in eval mode; the mode of each of its modules is restored afterwards, also
+    when the forward pass fails. In eval mode each image's score does not depend on its batch:
+    ``batch_size`` only sets how often the progress bar (counted in images) advances.
+    Shot-sampling backends draw their samples per forward pass, so there the scores move within
+    shot noise with the batching.
+
+    Args:
+        model: The model (e.g. an :class:`~hqcnn_qiskit.model.HQCNN`).
+        dataset: A ``TensorDataset`` whose first tensor holds the images (as
+            :func:`~hqcnn_qiskit.data.load_split` returns it), or the ``(N, C, H, W)`` image
+            tensor itself.
+        batch_size: Images per forward pass.
+        multilabel: Sigmoid per label instead of softmax over classes.
+        progress: Show a progress bar.
+        desc: The progress bar's label.
+
+    Returns:
+        Scores ``(N, outputs)`` as float64.
+
+    Raises:
+        ConfigError: ``batch_size`` is not a whole number of at least 1.
+        DataError: No images, or ``dataset`` is neither a tensor nor a ``TensorDataset``.
     """
-    if batch_size < 1:
-        raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    batch_size = validate.integer(batch_size, "batch_size", low=1)
+    images = _images(dataset)
+    if len(images) == 0:
+        raise DataError("there are no images to predict (the dataset is empty)")
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
-    images = dataset.tensors[0]
-    scores = []
-    with tqdm(total=len(images), desc=desc, disable=not progress, leave=False,
-              unit="image") as bar:
-        for start in range(0, len(images), batch_size):
-            batch = images[start : start + batch_size]
-            logits = model(batch)
-            scores.append(torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1))
-            bar.update(len(batch))
+    try:
+        scores = []
+        with tqdm(total=len(images), desc=desc, disable=not progress, leave=False,
+                  unit="image") as bar:
+            for start in range(0, len(images), batch_size):
+                batch = images[start : start + batch_size]
+                logits = model(batch)
+                scores.append(torch.sigmoid(logits) if multilabel
+                              else torch.softmax(logits, dim=1))
+                bar.update(len(batch))
+    finally:
+        for module, training in modes:
+            module.training = training
     return torch.cat(scores).double().numpy()
 
 
@@ -72,8 +109,23 @@ def compute_metrics(spec: DatasetSpec, labels: torch.Tensor, scores: np.ndarray)
 def evaluate_model(model: HQCNN, spec: DatasetSpec, dataset: TensorDataset, *,
                    batch_size: int = DEFAULT_EVAL_BATCH_SIZE,
                    progress: bool = False, desc: str = "evaluate", keep_scores: bool = False) -> dict:
-    """``{"acc", "auc", "n"}`` of ``model`` on ``dataset``; with ``keep_scores`` also
-    ``"scores"`` (images x columns) and ``"labels"``, as NumPy arrays."""
+    """ACC and AUC of ``model`` on a labelled dataset (the model's train/eval mode is left as
+    it was, see :func:`predict`).
+
+    Args:
+        model: The model.
+        spec: The dataset's spec (its task decides the metrics).
+        dataset: ``TensorDataset`` of images and labels, as :func:`~hqcnn_qiskit.data.load_split`
+            returns it.
+        batch_size: Images per forward pass.
+        progress: Show a progress bar.
+        desc: The progress bar's label.
+        keep_scores: Also return the scores and labels.
+
+    Returns:
+        ``{"acc", "auc", "n"}``; with ``keep_scores`` also ``"scores"`` (images x columns) and
+        ``"labels"``, as NumPy arrays.
+    """
     scores = predict(model, dataset, batch_size=batch_size, multilabel=spec.multilabel,
                      progress=progress, desc=desc)
     labels = dataset.tensors[1]
@@ -98,17 +150,55 @@ def load_checkpoint_model(path: str | os.PathLike, *, backend=None) -> tuple[HQC
     try:
         model_config = ModelConfig(**payload["model_config"])
         backend = backend or payload["train_config"]["backend"]
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ConfigError) as exc:
         raise CheckpointError(f"{path} has no usable model config ({exc})") from None
     model = HQCNN(config=model_config, backend=backend)  # the classical twin ignores it
+    weights = payload.get("model")
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path} holds no model weights")
     try:
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError) as exc:
+        model.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError) as exc:
+        reason = _state_dict_mismatch(model.state_dict(), weights) or first_line(exc)
         raise CheckpointError(
-            f"{path}: weights do not fit a {model_config.model} model ({first_line(exc)})"
+            f"{path}: weights do not fit a {model_config.model} model ({reason})"
         ) from None
     model.eval()
     return model, payload
+
+
+def _listed(items: list[str], shown: int = 3) -> str:
+    """``a, b, c and 4 more``: the first few of a list, for one-line messages."""
+    head = ", ".join(items[:shown])
+    return head + (f" and {len(items) - shown} more" if len(items) > shown else "")
+
+
+def _state_dict_mismatch(expected: dict, given: dict) -> str:
+    """Why ``given`` does not load into a model whose state dict is ``expected``, on one line
+    (empty if nothing is found: the caller then uses torch's own message)."""
+    # a parameter registered under two names (TorchConnector's ``weight`` and ``_weights``) is
+    # reported once, under its first name
+    seen, names = set(), []
+    for key, value in expected.items():
+        storage = (value.data_ptr(), tuple(value.shape)) if value.numel() else key
+        if storage not in seen:
+            seen.add(storage)
+            names.append(key)
+    missing = [k for k in names if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [
+        f"{k} {tuple(given[k].shape)} in the checkpoint, {tuple(expected[k].shape)} in the model"
+        for k in names
+        if k in given and hasattr(given[k], "shape") and given[k].shape != expected[k].shape
+    ]
+    parts = []
+    if missing:
+        parts.append(f"missing {_listed(missing)}")
+    if unexpected:
+        parts.append(f"unexpected {_listed(unexpected)}")
+    if shapes:
+        parts.append(f"size mismatch {_listed(shapes, shown=2)}")
+    return "; ".join(parts)
 
 
 def evaluate_checkpoint(

@@ -27,6 +27,7 @@ also saw their test AUCs (0.908 vs 0.850), which the results report discloses.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 
@@ -38,7 +39,8 @@ from qiskit_machine_learning.circuit.library import qnn_circuit
 from qiskit_machine_learning.connectors import TorchConnector
 from torch import nn
 
-from .errors import ConfigError
+from . import validate
+from .errors import ConfigError, DataError
 
 __all__ = [
     "NUM_QUBITS",
@@ -64,15 +66,23 @@ IMAGE_SIZES = (28, 64, 128, 224)
 class ModelConfig:
     """Everything needed to rebuild a model from a checkpoint.
 
+    Every field is checked when the config is made, and stored as a plain Python value (a
+    NumPy integer becomes an ``int``), so that a checkpoint holding it loads with
+    ``torch.load(weights_only=True)``.
+
     Args:
         model: ``"hqcnn"`` or ``"classical"`` (see :func:`list_models`).
-        in_channels: Image channels (1 or 3, from the dataset).
-        num_outputs: Logits of the head (classes, or labels for multi-label tasks).
+        in_channels: Image channels (1 or 3 for MedMNIST; at least 1).
+        num_outputs: Logits of the head, at least 1: classes for a softmax task (binary tasks
+            use 2), or labels for multi-label tasks.
         image_size: 28, 64, 128 or 224.
-        angle_scale: ``s`` in ``θ = s·tanh(h)``.
-        layers: Repetitions of the U3 + CNOT-ring block.
+        angle_scale: ``s`` in ``θ = s·tanh(h)``; finite and positive.
+        layers: Repetitions of the U3 + CNOT-ring block; at least 1.
         attention: Whether the Fourier-inspired attention block is in the circuit.
         angle_norm: Batch-normalise the 4 features before ``s·tanh`` (see :class:`AngleMap`).
+
+    Raises:
+        ConfigError: A field has the wrong type or is out of range (the message names it).
     """
 
     model: str = "hqcnn"
@@ -83,6 +93,27 @@ class ModelConfig:
     layers: int = 1
     attention: bool = True
     angle_norm: bool = True
+
+    def __post_init__(self):
+        model = validate.text(self.model, "model")
+        if model not in _MODELS:
+            raise ConfigError(f"model must be one of {', '.join(list_models())}, got {model!r}")
+        image_size = validate.integer(self.image_size, "image_size")
+        if image_size not in IMAGE_SIZES:
+            sizes = ", ".join(map(str, IMAGE_SIZES))
+            raise ConfigError(f"image_size must be one of {sizes}, got {image_size}")
+        checked = {
+            "model": model,
+            "in_channels": validate.integer(self.in_channels, "in_channels", low=1),
+            "num_outputs": validate.integer(self.num_outputs, "num_outputs", low=1),
+            "image_size": image_size,
+            "angle_scale": validate.real(self.angle_scale, "angle_scale", positive=True),
+            "layers": validate.integer(self.layers, "layers", low=1),
+            "attention": validate.boolean(self.attention, "attention"),
+            "angle_norm": validate.boolean(self.angle_norm, "angle_norm"),
+        }
+        for name, value in checked.items():  # frozen: the normalised plain values go in directly
+            object.__setattr__(self, name, value)
 
     def to_dict(self) -> dict:
         """A plain dict (for checkpoints and JSON)."""
@@ -195,9 +226,11 @@ def hqcnn_circuit(
     Returns:
         The circuit, its input parameters, its weight parameters, and the initial value of each
         weight that has a fixed start (controlled phases, RZ); U3 angles are drawn at random.
+
+    Raises:
+        ConfigError: ``layers`` is not a whole number of at least 1.
     """
-    if layers < 1:
-        raise ConfigError(f"--layers must be at least 1, got {layers}")
+    layers = validate.integer(layers, "layers", low=1)
     ansatz, init = _ansatz(num_qubits, layers, attention)
     circuit, inputs, weights = qnn_circuit(feature_map=_feature_map(num_qubits), ansatz=ansatz)
     return circuit, list(inputs), list(weights), init
@@ -243,13 +276,54 @@ class QuantumLayer(nn.Module):
     def set_backend(self, backend, *, weights: np.ndarray | None = None) -> None:
         """Run the circuit on another backend, keeping the trained weights.
 
-        The connector (and so its weight parameter) is rebuilt: make optimizers afterwards.
+        The connector (and so its weight parameter) is rebuilt: make optimizers afterwards. The
+        new weight keeps the old one's ``requires_grad`` (frozen weights stay frozen), dtype
+        and device.
+
+        Args:
+            backend: A backend name, profile path or object (see :func:`~hqcnn_qiskit.get_backend`).
+            weights: Start from these weight values instead of the current ones.
         """
         from .backends import get_backend
 
-        self.backend = get_backend(backend)
+        old = self.connector.weight if self.connector is not None else None
+        backend = get_backend(backend)
+        qnn = backend.build_qnn(
+            circuit=self.circuit,
+            input_params=self.input_params,
+            weight_params=self.weight_params,
+            observables=self.observables,
+        )
         if weights is None:
-            weights = self.connector.weight.detach().cpu().numpy()
+            weights = old.detach().cpu().double().numpy()
+        weights = np.asarray(weights, dtype=float)
+        connector = TorchConnector(qnn, initial_weights=weights)
+        if old is not None:
+            # TorchConnector makes a float32 CPU weight that requires grad: keep the old kind
+            connector.weight.data = torch.as_tensor(weights, dtype=old.dtype, device=old.device)
+            connector.weight.requires_grad_(old.requires_grad)
+        self.backend, self.qnn, self.connector = backend, qnn, connector
+
+    def __getstate__(self) -> dict:
+        """The layer's state for pickle and ``copy.deepcopy``, without the QNN.
+
+        The QNN's estimator and gradient hold compiled closures and caches that pickle cannot
+        write (and that are rebuilt cheaply); :meth:`__setstate__` builds a new QNN from the
+        backend. Backends whose objects hold a live sampler (``aer_noisy``, device and runtime
+        kinds: thread locks, simulators, connections) still cannot be pickled.
+        """
+        state = self.__dict__.copy()
+        state["qnn"] = None
+        modules = dict(state["_modules"])
+        connector = copy.copy(modules["connector"])  # shares the weight, not the network
+        connector._neural_network = None
+        modules["connector"] = connector
+        state["_modules"] = modules
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Restore what :meth:`__getstate__` returned, with a new QNN on the same backend."""
+        super().__setstate__(state)
         qnn = self.backend.build_qnn(
             circuit=self.circuit,
             input_params=self.input_params,
@@ -257,10 +331,12 @@ class QuantumLayer(nn.Module):
             observables=self.observables,
         )
         self.qnn = qnn
-        self.connector = TorchConnector(qnn, initial_weights=np.asarray(weights, dtype=float))
+        self.connector._neural_network = qnn
 
     def forward(self, theta: torch.Tensor) -> torch.Tensor:
-        return self.connector(theta)
+        """Expectation values ``(N, 8)`` of the circuit for angles ``theta`` ``(N, 4)``, in
+        ``theta``'s dtype (the connector itself always returns float32)."""
+        return self.connector(theta).to(theta.dtype)
 
 
 class ClassicalTwin(nn.Module):
@@ -293,19 +369,26 @@ class Head(nn.Module):
 class HQCNN(nn.Module):
     """Backbone -> angle map -> quantum layer (or its classical twin) -> head.
 
+    Input: a floating-point tensor ``(N, C, H, W)`` with ``C = config.in_channels`` and
+    ``H = W = config.image_size``, in the model's dtype (float32 unless converted with
+    ``.double()``), scaled to [-1, 1] as :func:`~hqcnn_qiskit.data.load_split` returns images.
+    Output: logits ``(N, config.num_outputs)``; an empty batch (``N = 0``) gives an empty
+    ``(0, num_outputs)`` output, as torch layers do.
+
     Args:
         config: The architecture.
         backend: Where the quantum layer runs (ignored by the classical twin).
         generator: Seeds the initial U3 angles.
+
+    Raises:
+        ConfigError: ``config`` is not a :class:`ModelConfig`.
     """
 
     def __init__(self, *, config: ModelConfig, backend="aer_ideal",
                  generator: torch.Generator | None = None):
         super().__init__()
-        if config.image_size not in IMAGE_SIZES:
-            raise ConfigError(f"image size must be one of {IMAGE_SIZES}, got {config.image_size}")
-        if config.model not in _MODELS:
-            raise ConfigError(f"unknown model '{config.model}'; choose from {list_models()}")
+        if not isinstance(config, ModelConfig):
+            raise ConfigError(f"config must be a ModelConfig, got {type(config).__name__}")
         self.config = config
         self.backbone = Backbone(in_channels=config.in_channels)
         self.angles = AngleMap(scale=config.angle_scale, normalize=config.angle_norm)
@@ -323,12 +406,61 @@ class HQCNN(nn.Module):
         """Whether the middle layer is a circuit."""
         return isinstance(self.quantum, QuantumLayer)
 
+    def check_images(self, x) -> None:
+        """Check that ``x`` is a batch this model takes (see the class docstring); shape and
+        dtype only, never the values, so that it costs nothing per training step.
+
+        Raises:
+            DataError: Not a tensor, not 4-D, not floating point or not the model's dtype, or
+                the wrong channels or size.
+        """
+        config = self.config
+        if not isinstance(x, torch.Tensor):
+            raise DataError(f"images must be a torch.Tensor (N, C, H, W), got {type(x).__name__}")
+        if x.ndim != 4:
+            raise DataError(f"images must be a 4-D tensor (N, C, H, W), got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise DataError(f"images must be floating point, got {x.dtype}: the model takes "
+                            "images scaled to [-1, 1] as load_split returns them (from uint8 "
+                            "pixels: x.float() / 127.5 - 1)")
+        dtype = self.head.net[0].weight.dtype
+        if x.dtype != dtype:
+            raise DataError(f"images are {x.dtype} but the model is {dtype}: convert the images "
+                            f"with .to({dtype}) or the model with .to({x.dtype})")
+        if x.shape[1] != config.in_channels:
+            raise DataError(f"images have {x.shape[1]} channels, the model takes "
+                            f"{config.in_channels} (shape {tuple(x.shape)})")
+        if x.shape[2] != config.image_size or x.shape[3] != config.image_size:
+            raise DataError(f"images are {x.shape[2]}x{x.shape[3]} px, the model takes "
+                            f"{config.image_size}x{config.image_size}")
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The classical front: images to rotation angles (what ``infer`` computes locally)."""
+        """The classical front: images to rotation angles (what ``infer`` computes locally).
+
+        Args:
+            x: Images ``(N, C, H, W)`` (see the class docstring).
+
+        Returns:
+            Angles ``(N, 4)``.
+
+        Raises:
+            DataError: ``x`` is not a batch this model takes.
+        """
+        self.check_images(x)
+        if len(x) == 0:
+            return x.new_zeros((0, NUM_QUBITS))
         return self.angles(self.backbone(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.quantum(self.features(x)))
+        """Logits ``(N, num_outputs)`` of images ``(N, C, H, W)`` (see the class docstring).
+
+        Raises:
+            DataError: ``x`` is not a batch this model takes.
+        """
+        theta = self.features(x)
+        if len(theta) == 0:  # nothing to run on the circuit; keep the head in the graph
+            return self.head(theta.new_zeros((0, 2 * NUM_QUBITS)))
+        return self.head(self.quantum(theta))
 
 
 _MODELS = {
@@ -348,7 +480,21 @@ def get_model(name: str = "hqcnn", *, backend="aer_ideal", generator=None, **con
 
 
 def count_parameters(model: HQCNN) -> dict[str, int]:
-    """Trainable parameters, split into the circuit's and the classical layers'."""
-    quantum = sum(p.numel() for p in model.quantum.parameters()) if model.is_quantum else 0
-    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """Trainable parameters (``requires_grad``), split into the circuit's and the classical
+    layers'.
+
+    Both kinds follow the same rule: a frozen parameter counts in neither, so freezing the
+    circuit gives ``quantum == 0`` and leaves ``classical`` unchanged. The classical twin's
+    ``Linear(4, 8)`` counts as classical. BatchNorm running statistics are buffers, not
+    parameters. The default HQCNN on 28 px, 1 channel, 2 classes has 22 quantum and 891,582
+    classical parameters.
+
+    Returns:
+        ``{"quantum", "classical", "total"}``.
+    """
+    def trainable(module: nn.Module) -> int:
+        return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+    quantum = trainable(model.quantum) if model.is_quantum else 0
+    total = trainable(model)
     return {"quantum": quantum, "classical": total - quantum, "total": total}

@@ -56,7 +56,9 @@ def boolean(value, name: str) -> bool:
     Raises:
         ConfigError: Not a boolean.
     """
-    if isinstance(value, bool) or type(value).__name__ == "bool_":  # numpy.bool_
+    kind = type(value)
+    if isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool",
+                                                                                  "bool_")):
         return bool(value)
     raise ConfigError(f"{name} must be True or False, got {value!r}")
 

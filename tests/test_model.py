@@ -1,13 +1,26 @@
-"""The HQCNN circuit's structure: gates, wiring, parameters, observables and outputs."""
+"""The HQCNN circuit's structure (gates, wiring, parameters, observables and outputs), and the
+model's Python API: config checks, input checks, dtypes, frozen weights and pickling."""
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
+
 import numpy as np
 import pytest
+import torch
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
-from hqcnn_qiskit.model import QuantumLayer, hqcnn_circuit, readout_observables
+from hqcnn_qiskit.errors import ConfigError, DataError
+from hqcnn_qiskit.model import (
+    ModelConfig,
+    QuantumLayer,
+    count_parameters,
+    get_model,
+    hqcnn_circuit,
+    readout_observables,
+)
 
 
 def _gates(circuit, name):
@@ -143,3 +156,152 @@ def test_qnn_outputs_equal_direct_statevector_expectations():
         ]
         np.testing.assert_allclose(values, expected, atol=1e-10, rtol=0)
     assert np.abs(out).max() > 0.1  # not trivially zero
+
+
+# Python API ----------------------------------------------------------------------------------
+def _images(n: int = 3, channels: int = 1, size: int = 28, seed: int = 1) -> torch.Tensor:
+    """Images in [-1, 1], as load_split returns them."""
+    return torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.fixture(scope="module")
+def net():
+    """The default HQCNN (aer_ideal), in eval mode."""
+    return get_model(generator=torch.Generator().manual_seed(0)).eval()
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"model": "foo"}, "model must be one of hqcnn, classical, got 'foo'"),
+        ({"model": 3}, "model must be a string, got 3"),
+        ({"in_channels": 0}, "in_channels must be at least 1, got 0"),
+        ({"num_outputs": 0}, "num_outputs must be at least 1, got 0"),
+        ({"num_outputs": 2.0}, "num_outputs must be a whole number, got 2.0"),
+        ({"layers": "2"}, "layers must be a whole number, got '2'"),
+        ({"layers": 0}, "layers must be at least 1, got 0"),
+        ({"angle_scale": "pi"}, "angle_scale must be a number, got 'pi'"),
+        ({"angle_scale": float("nan")}, "angle_scale must be finite, got nan"),
+        ({"angle_scale": 0.0}, "angle_scale must be positive, got 0.0"),
+        ({"image_size": "28"}, "image_size must be a whole number, got '28'"),
+        ({"image_size": 27}, "image_size must be one of 28, 64, 128, 224, got 27"),
+        ({"attention": "no"}, "attention must be True or False, got 'no'"),
+        ({"angle_norm": 1}, "angle_norm must be True or False, got 1"),
+    ],
+)
+def test_model_config_rejects_bad_fields_naming_the_field(fields, message):
+    with pytest.raises(ConfigError) as info:
+        ModelConfig(**fields)
+    assert str(info.value) == message
+
+
+def test_model_config_stores_plain_values_and_get_model_checks_too():
+    config = ModelConfig(in_channels=np.int64(3), num_outputs=np.int32(9), layers=np.int64(2),
+                         angle_scale=np.float32(1.5), image_size=np.int64(64))
+    values = config.to_dict()
+    assert values == {"model": "hqcnn", "in_channels": 3, "num_outputs": 9, "image_size": 64,
+                      "angle_scale": 1.5, "layers": 2, "attention": True, "angle_norm": True}
+    assert [type(values[k]) for k in ("in_channels", "num_outputs", "image_size", "layers",
+                                      "angle_scale")] == [int, int, int, int, float]
+    with pytest.raises(ConfigError, match="in_channels must be at least 1, got 0"):
+        get_model("classical", in_channels=0)
+    with pytest.raises(ConfigError, match="layers must be at least 1, got 0"):
+        hqcnn_circuit(layers=0)  # no CLI flag in a Python API message
+    from hqcnn_qiskit.model import HQCNN
+
+    with pytest.raises(ConfigError, match="config must be a ModelConfig, got dict"):
+        HQCNN(config={"model": "classical"})
+
+
+def test_float64_model_runs_and_matches_float32(net):
+    x = _images()
+    with torch.no_grad():
+        single = net(x)
+    double = copy.deepcopy(net).double()
+    out = double(x.double())
+    assert out.dtype == torch.float64 and out.shape == (3, 2)
+    torch.testing.assert_close(out, single.double(), rtol=0, atol=1e-5)
+    out.sum().backward()  # the connector's float32 gradients flow back into float64 layers
+    assert double.quantum.connector.weight.grad.dtype == torch.float64
+    assert double.backbone.dense[-1].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (_images()[:, 0], "images must be a 4-D tensor (N, C, H, W), got shape (3, 28, 28)"),
+        (((_images() + 1) * 127.5).to(torch.uint8),
+         "images must be floating point, got torch.uint8: the model takes images scaled to "
+         "[-1, 1] as load_split returns them (from uint8 pixels: x.float() / 127.5 - 1)"),
+        (_images().double(), "images are torch.float64 but the model is torch.float32"),
+        (_images(channels=3), "images have 3 channels, the model takes 1 (shape (3, 3, 28, 28))"),
+        (_images(size=27), "images are 27x27 px, the model takes 28x28"),
+        (_images(size=64), "images are 64x64 px, the model takes 28x28"),
+        (_images()[..., :20], "images are 28x20 px, the model takes 28x28"),
+        (np.zeros((3, 1, 28, 28), dtype=np.float32), "images must be a torch.Tensor"),
+    ],
+)
+def test_forward_rejects_images_the_model_does_not_take(net, images, message):
+    for call in (net, net.features):
+        with pytest.raises(DataError) as info:
+            call(images)
+        assert str(info.value).startswith(message)
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("model", ["hqcnn", "classical"])
+def test_an_empty_batch_gives_an_empty_output(model):
+    net = get_model(model, num_outputs=5)
+    for mode in (True, False):  # BatchNorm in training mode cannot take 0 images: never reached
+        net.train(mode)
+        out = net(torch.zeros(0, 1, 28, 28))
+        assert out.shape == (0, 5) and out.dtype == torch.float32
+        assert net.features(torch.zeros(0, 1, 28, 28)).shape == (0, 4)
+    out.sum().backward()  # still part of the graph, like an empty batch through torch layers
+
+
+def test_set_backend_keeps_frozen_weights_frozen():
+    net = get_model(generator=torch.Generator().manual_seed(0))
+    before = net.quantum.connector.weight.detach().clone()
+    net.quantum.connector.weight.requires_grad_(False)
+    net.quantum.set_backend("aer_ideal")
+    weight = net.quantum.connector.weight
+    assert weight.requires_grad is False
+    assert weight.dtype == torch.float32 and torch.equal(weight, before)
+    net.quantum.connector.weight.requires_grad_(True)
+    net.double()
+    net.quantum.set_backend("aer_ideal")
+    assert net.quantum.connector.weight.requires_grad is True
+    assert net.quantum.connector.weight.dtype == torch.float64  # dtype kept too
+
+
+def test_count_parameters_counts_trainable_parameters_of_both_kinds_alike():
+    net = get_model(generator=torch.Generator().manual_seed(0))
+    assert count_parameters(net) == {"quantum": 22, "classical": 891582, "total": 891604}
+    net.quantum.connector.weight.requires_grad_(False)
+    assert count_parameters(net) == {"quantum": 0, "classical": 891582, "total": 891582}
+    for p in net.backbone.parameters():
+        p.requires_grad_(False)
+    net.quantum.connector.weight.requires_grad_(True)
+    counts = count_parameters(net)
+    assert counts["quantum"] == 22 and counts["total"] == counts["quantum"] + counts["classical"]
+    assert counts["classical"] == 891582 - sum(p.numel() for p in net.backbone.parameters())
+    twin = get_model("classical")
+    assert count_parameters(twin) == {"quantum": 0, "classical": 891582 + 40,
+                                      "total": 891582 + 40}
+
+
+def test_a_model_pickles_after_a_backward_pass():
+    net = get_model(generator=torch.Generator().manual_seed(0)).eval()
+    x = _images()
+    net(x).sum().backward()  # compiles and caches the gradient programs
+    clone = pickle.loads(pickle.dumps(net))
+    with torch.no_grad():
+        assert torch.equal(clone(x), net(x))
+    assert clone.quantum.connector.neural_network is clone.quantum.qnn
+    assert clone.quantum.connector.weight is dict(clone.named_parameters())["quantum.connector.weight"]
+    clone(x).sum().backward()  # the rebuilt QNN trains
+    assert clone.quantum.connector.weight.grad.abs().sum() > 0
+    assert net.quantum.connector.neural_network is net.quantum.qnn  # the original is untouched
+    with torch.no_grad():
+        assert torch.equal(copy.deepcopy(net)(x), net(x))
