@@ -96,7 +96,8 @@ def compute_metrics(spec: DatasetSpec, labels: torch.Tensor, scores: np.ndarray)
     broken = int((~np.isfinite(scores)).any(axis=1).sum())
     if broken:
         raise DivergedError(f"the model's scores are not finite (nan or inf) on {broken} of "
-                            f"{len(y_true)} images: its training diverged")
+                            f"{len(y_true)} images: its training diverged (or the images "
+                            "hold nan or inf)")
     if not spec.multilabel:
         y_true = y_true.reshape(-1, 1)
     task = spec.task

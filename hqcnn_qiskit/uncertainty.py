@@ -40,9 +40,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import DataError
+
 __all__ = ["Estimate", "metric_columns", "weighted_auc", "draw_counts", "paired_bootstrap",
            "estimate", "split_intervals", "split_interval_methods", "seeds_to_resolve"]
 
+#: medmnist's tasks (``INFO[flag]["task"]``).
+TASKS = ("binary-class", "multi-class", "ordinal-regression", "multi-label, binary-class")
 Z95 = 1.959963984540054  # the normal quantile of a two-sided 95% interval
 MIN_IMAGES = 30  # fewer images: no resamples, no interval (the bootstrap needs a sample)
 MIN_USABLE_SHARE = 0.5  # fewer resamples with every class present: no AUC interval
@@ -62,8 +66,18 @@ def metric_columns(task: str, labels, scores) -> tuple[list[tuple[np.ndarray, np
     Returns:
         The (is positive, score) columns whose AUCs medmnist averages, and each image's share of
         correct answers, whose mean is medmnist's ACC (threshold 0.5, argmax for multi-class).
+
+    Raises:
+        DataError: An unknown task, scores that are not images x columns, or not finite.
     """
     y, s = np.asarray(labels), np.asarray(scores, dtype=float)
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}; medmnist's are: {', '.join(TASKS)}")
+    if s.ndim != 2 or len(s) != len(y):
+        raise DataError(f"scores must be images x columns for {len(y)} labels, got shape "
+                        f"{s.shape}")
+    if not np.isfinite(s).all():
+        raise DataError("the scores are not all finite (nan or inf)")
     if task == "binary-class":
         y = y.reshape(-1)
         return [(y == 1, s[:, -1])], (y == (s[:, -1] > 0.5)).astype(float)

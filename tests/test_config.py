@@ -22,6 +22,7 @@ def test_numpy_values_from_a_sweep_give_loadable_checkpoints(tmp_path, data_root
                          weight_decay=np.float32(0), **TINY)
     assert type(config.lr) is float and type(config.seed) is int
     assert type(config.weight_decay) is float
+    assert TrainConfig(augment=np.bool_(True)).augment is True  # numpy 2 calls its type bool
     train(config, tmp_path, data_root=data_root, progress=False, log=lambda *_: None)
     result = evaluate_checkpoint(tmp_path / "best.pt", split="val", data_root=data_root,
                                  limit=16, progress=False)

@@ -340,3 +340,17 @@ def test_near_perfect_binary_intervals_cover_the_truth():
                                          resamples=200, seed=rep).items():
             hits[metric] += e.low <= true[metric] <= e.high
     assert hits["acc"] >= 180 and hits["auc"] >= 180
+
+
+@pytest.mark.parametrize("task, scores, message", [
+    ("binary", np.full((40, 2), 0.5), "unknown task 'binary'"),  # used to pass as multi-class
+    ("binary-class", np.full(40, 0.5), r"images x columns for 40 labels, got shape \(40,\)"),
+    ("binary-class", np.full((39, 2), 0.5), r"got shape \(39, 2\)"),
+    ("binary-class", np.full((40, 2), np.nan), "not all finite"),  # used to give an interval
+])
+def test_bad_scores_or_task_are_a_data_error(task, scores, message):
+    from hqcnn_qiskit.errors import DataError
+
+    labels = np.arange(40) % 2
+    with pytest.raises(DataError, match=message):
+        split_intervals(task, labels, scores, resamples=100)
