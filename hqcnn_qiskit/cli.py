@@ -223,9 +223,11 @@ def report_metrics(result: dict, *, resamples: int, as_json: bool, on: str,
         extra: Further keys of the JSON object.
         tail: Appended to the text line.
     """
+    from .uncertainty import MIN_IMAGES
+
     intervals = {}
     if resamples:
-        from .uncertainty import MIN_IMAGES, split_intervals
+        from .uncertainty import split_intervals
 
         intervals = split_intervals(result["task"], result["labels"], result["scores"],
                                     resamples=resamples)
@@ -244,8 +246,10 @@ def report_metrics(result: dict, *, resamples: int, as_json: bool, on: str,
                                                      "dataset")},
                           **{f"{m}_95": [e.low, e.high] if e.defined else None
                              for m, e in intervals.items()},
-                          # resamples behind the intervals (0: none could be computed)
-                          "bootstrap": resamples if defined else 0, **(extra or {})}))
+                          # bootstrap resamples drawn (0: none, e.g. too few images; the
+                          # exact ACC and binary AUC intervals need none)
+                          "bootstrap": resamples if defined and result["n"] >= MIN_IMAGES
+                          else 0, **(extra or {})}))
         return
 
     def shown(metric: str) -> str:

@@ -91,17 +91,17 @@ class DatasetSpec:
         if self.positive:
             labels, task = info[self.flag]["label"], info[self.flag]["task"]
             if task == "binary-class" or task.startswith("multi-label"):
-                raise DataError(f"'{self.flag}' is {task}; --positive cuts a binary task from a "
-                                "set with more than two exclusive classes")
+                raise DataError(f"'{self.flag}' is {task}; positive classes (--positive) cut a "
+                                "binary task from a set with more than two exclusive classes")
             if len(set(self.positive)) < len(self.positive):
-                raise DataError(f"--positive lists a class twice: {list(self.positive)}")
+                raise DataError(f"positive (--positive) lists a class twice: {list(self.positive)}")
             bad = [p for p in self.positive if str(p) not in labels]
             if bad:
                 raise DataError(
                     f"class {bad[0]} is not a label of {self.flag} (labels 0-{len(labels) - 1})"
                 )
             if len(set(self.positive)) >= len(labels):
-                raise DataError("--positive must leave at least one class negative")
+                raise DataError("positive (--positive) must leave at least one class negative")
 
     @property
     def info(self) -> dict:
@@ -191,7 +191,7 @@ def _check_file(spec: DatasetSpec, root: Path, download: bool, verify: bool) -> 
     if not path.is_file():
         raise DataError(
             f"{path.name} not found in {root} (expected md5 {md5}); download it from MedMNIST "
-            f"or point --data-root / ${DATA_ROOT_ENV} at the folder that has it"
+            f"or point data_root (--data-root) or ${DATA_ROOT_ENV} at the folder that has it"
         )
     if verify:
         stat = path.stat()

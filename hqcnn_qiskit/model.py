@@ -76,7 +76,7 @@ class ModelConfig:
         num_outputs: Logits of the head, at least 1: classes for a softmax task (binary tasks
             use 2), or labels for multi-label tasks.
         image_size: 28, 64, 128 or 224.
-        angle_scale: ``s`` in ``θ = s·tanh(h)``; finite and positive.
+        angle_scale: ``s`` in ``θ = s·tanh(h)``; finite.
         layers: Repetitions of the U3 + CNOT-ring block; at least 1.
         attention: Whether the Fourier-inspired attention block is in the circuit.
         angle_norm: Batch-normalise the 4 features before ``s·tanh`` (see :class:`AngleMap`).
@@ -107,7 +107,9 @@ class ModelConfig:
             "in_channels": validate.integer(self.in_channels, "in_channels", low=1),
             "num_outputs": validate.integer(self.num_outputs, "num_outputs", low=1),
             "image_size": image_size,
-            "angle_scale": validate.real(self.angle_scale, "angle_scale", positive=True),
+            # finite only: the CLI asks for a positive scale, but checkpoints written before
+            # these checks may hold any number
+            "angle_scale": validate.real(self.angle_scale, "angle_scale"),
             "layers": validate.integer(self.layers, "layers", low=1),
             "attention": validate.boolean(self.attention, "attention"),
             "angle_norm": validate.boolean(self.angle_norm, "angle_norm"),
@@ -246,6 +248,10 @@ def readout_observables(num_qubits: int = NUM_QUBITS) -> list[SparsePauliOp]:
 
 
 # 4. Quantum layer ----------------------------------------------------------------------------
+# where TorchConnector keeps its QNN (qiskit-machine-learning 0.9), dropped when pickling
+_QNN_SLOT = "_neural_network"
+
+
 class QuantumLayer(nn.Module):
     """The circuit as a torch module: ``qnn_circuit`` -> ``EstimatorQNN`` -> ``TorchConnector``.
 
@@ -288,12 +294,7 @@ class QuantumLayer(nn.Module):
 
         old = self.connector.weight if self.connector is not None else None
         backend = get_backend(backend)
-        qnn = backend.build_qnn(
-            circuit=self.circuit,
-            input_params=self.input_params,
-            weight_params=self.weight_params,
-            observables=self.observables,
-        )
+        qnn = self._build_qnn(backend)
         if weights is None:
             weights = old.detach().cpu().double().numpy()
         weights = np.asarray(weights, dtype=float)
@@ -315,8 +316,11 @@ class QuantumLayer(nn.Module):
         state = self.__dict__.copy()
         state["qnn"] = None
         modules = dict(state["_modules"])
+        if _QNN_SLOT not in vars(modules["connector"]):  # a qiskit-machine-learning change
+            raise TypeError(f"cannot pickle the quantum layer: TorchConnector has no "
+                            f"{_QNN_SLOT} attribute in this qiskit-machine-learning version")
         connector = copy.copy(modules["connector"])  # shares the weight, not the network
-        connector._neural_network = None
+        setattr(connector, _QNN_SLOT, None)
         modules["connector"] = connector
         state["_modules"] = modules
         return state
@@ -324,18 +328,22 @@ class QuantumLayer(nn.Module):
     def __setstate__(self, state: dict) -> None:
         """Restore what :meth:`__getstate__` returned, with a new QNN on the same backend."""
         super().__setstate__(state)
-        qnn = self.backend.build_qnn(
+        self.qnn = self._build_qnn(self.backend)
+        setattr(self.connector, _QNN_SLOT, self.qnn)
+
+    def _build_qnn(self, backend):
+        """This layer's circuit and observables as a QNN on ``backend``."""
+        return backend.build_qnn(
             circuit=self.circuit,
             input_params=self.input_params,
             weight_params=self.weight_params,
             observables=self.observables,
         )
-        self.qnn = qnn
-        self.connector._neural_network = qnn
 
     def forward(self, theta: torch.Tensor) -> torch.Tensor:
         """Expectation values ``(N, 8)`` of the circuit for angles ``theta`` ``(N, 4)``, in
-        ``theta``'s dtype (the connector itself always returns float32)."""
+        ``theta``'s dtype. The connector itself always returns float32, so a float64 model gets
+        the circuit's values at float32 precision (about 1e-7)."""
         return self.connector(theta).to(theta.dtype)
 
 
@@ -371,7 +379,9 @@ class HQCNN(nn.Module):
 
     Input: a floating-point tensor ``(N, C, H, W)`` with ``C = config.in_channels`` and
     ``H = W = config.image_size``, in the model's dtype (float32 unless converted with
-    ``.double()``), scaled to [-1, 1] as :func:`~hqcnn_qiskit.data.load_split` returns images.
+    ``.double()``; the circuit's values then still come at float32 precision, see
+    :meth:`QuantumLayer.forward`), scaled to [-1, 1] as :func:`~hqcnn_qiskit.data.load_split`
+    returns images.
     Output: logits ``(N, config.num_outputs)``; an empty batch (``N = 0``) gives an empty
     ``(0, num_outputs)`` output, as torch layers do.
 

@@ -19,8 +19,7 @@ from typing import Any
 
 from .errors import BackendError
 
-__all__ = ["BackendProfile", "MitigationSettings", "load_profile", "is_profile_path",
-           "list_profiles", "KINDS",
+__all__ = ["BackendProfile", "MitigationSettings", "load_profile", "list_profiles", "KINDS",
            "ENGINES", "SLOW_TO_TRAIN", "EVAL_BATCH_SIZES", "DEFAULT_EVAL_BATCH_SIZE",
            "eval_batch_size", "CONFIRM_ABOVE_SECONDS", "FIELDS", "FieldRule"]
 
@@ -316,13 +315,6 @@ def profile_dir() -> Path:
     raise BackendError(f"no backend profiles found (looked in {installed} and {source})")
 
 
-def is_profile_path(name_or_path: str | Path) -> bool:
-    """Whether :func:`load_profile` reads ``name_or_path`` as a file (a ``.toml`` name or a
-    path with a folder in it) rather than as a shipped profile's name."""
-    text = str(name_or_path)
-    return text.endswith(".toml") or "/" in text or "\\" in text
-
-
 def load_profile(name_or_path: str | Path) -> BackendProfile:
     """Load a shipped profile by name, or a profile file by path.
 
@@ -330,7 +322,7 @@ def load_profile(name_or_path: str | Path) -> BackendProfile:
         BackendError: Unknown name, unreadable file, or an invalid field.
     """
     text = str(name_or_path)
-    if is_profile_path(text):
+    if text.endswith(".toml") or "/" in text or "\\" in text:
         path = Path(text)
         name = path.stem
         if not path.is_file():

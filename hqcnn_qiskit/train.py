@@ -29,11 +29,11 @@ from .checkpoint import (
     write_json,
 )
 from .data import DatasetSpec, augment_batch, load_split
-from .errors import CheckpointError, ConfigError, DivergedError
+from .errors import CheckpointError, ConfigError, DataError, DivergedError, first_line
 from .evaluate import evaluate_model
 from .model import HQCNN, ModelConfig, count_parameters
 from . import validate
-from .profiles import SLOW_TO_TRAIN, eval_batch_size, is_profile_path
+from .profiles import SLOW_TO_TRAIN, eval_batch_size
 
 __all__ = ["TrainConfig", "train"]
 
@@ -94,11 +94,10 @@ class TrainConfig:
         dataset = DatasetSpec(self.dataset) if isinstance(self.dataset, str) else self.dataset
         if not isinstance(dataset, DatasetSpec):
             raise ConfigError(f"dataset must be a DatasetSpec or a dataset name, got {dataset!r}")
-        backend = validate.text(self.backend, "backend", path=True)
-        if is_profile_path(backend):  # a file: kept absolute, valid from any folder
-            backend = str(Path(backend).expanduser().resolve())
         values = {
-            "dataset": dataset, "backend": backend, "model": validate.text(self.model, "model"),
+            "dataset": dataset, "model": validate.text(self.model, "model"),
+            # a profile file is kept as given (relative paths move with the project)
+            "backend": validate.text(self.backend, "backend", path=True),
             "epochs": validate.integer(self.epochs, "epochs", low=1),
             "seed": validate.integer(self.seed, "seed"),
             # batch statistics (BatchNorm) need two images in training, AUC two in evaluation
@@ -194,7 +193,8 @@ def _diverged(config: TrainConfig, epoch: int, what: str) -> DivergedError:
     """The error for a run whose numbers blew up (nothing of the epoch is saved)."""
     kept = f"last.pt keeps epoch {epoch}" if epoch else "no epoch was saved"
     return DivergedError(f"training diverged in epoch {epoch + 1}: {what}; {kept}. Train again "
-                         f"with a smaller --lr (this run: {config.lr:g}) into another --out")
+                         f"with a smaller learning rate (--lr; this run: {config.lr:g}) into "
+                         "another run folder (--out)")
 
 
 def train(
@@ -229,11 +229,15 @@ def train(
 
     state = None
     if not resume and (out / "last.pt").exists():
-        raise ConfigError(f"{out} already holds a run (last.pt): pass --resume to continue it, "
-                          "or choose another --out")
+        raise ConfigError(f"{out} already holds a run (last.pt): resume it (--resume, "
+                          "resume=True), or choose another run folder")
     if resume:
         state = load_checkpoint(out / "last.pt")
-        saved = TrainConfig.from_dict(state["train_config"])
+        try:
+            saved = TrainConfig.from_dict(state["train_config"])
+        except (KeyError, TypeError, ConfigError, DataError) as exc:
+            raise CheckpointError(f"{out / 'last.pt'} has no usable training config "
+                                  f"({first_line(exc)})") from None
         clash = [k for k in _IDENTITY if getattr(saved, k) != getattr(config, k)]
         if LR_SCHEDULES[config.lr_schedule][0] and saved.epochs != config.epochs:
             clash.append("epochs")  # the schedule's milestones move with the total

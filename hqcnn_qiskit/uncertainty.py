@@ -25,7 +25,8 @@ negative, leaves it nothing to resample (its interval was 1.0 to 1.0), and in
 ``benchmarks/interval_coverage.py`` (binary task) it covered a true ACC of 0.99 only 33-37% of
 the time on 40 images and a true AUC of 0.999 12-78% of the time on 40 to 624 images. Instead,
 ACC of a single-label task (a count of right images) gets the exact Clopper-Pearson interval,
-and a binary AUC a score-type interval with Hanley and McNeil's variance; a mean of several AUC
+and a binary AUC a score-type interval with Hanley and McNeil's variance (neither needs
+resamples, so both are given on fewer than ``MIN_IMAGES`` images too); a mean of several AUC
 columns (multi-class, multi-label) takes, bound by bound, the wider of the bootstrap's interval
 and a score-type one; multi-label ACC keeps the bootstrap (so its perfect score still gets 1.0
 to 1.0). Every other perfect score now gets a lower bound below 1, and in the benchmark every
@@ -68,7 +69,8 @@ def metric_columns(task: str, labels, scores) -> tuple[list[tuple[np.ndarray, np
         correct answers, whose mean is medmnist's ACC (threshold 0.5, argmax for multi-class).
 
     Raises:
-        DataError: An unknown task, scores that are not images x columns, or not finite.
+        DataError: An unknown task, scores that are not images x columns or not finite, or
+            labels of another shape than the task's.
     """
     y, s = np.asarray(labels), np.asarray(scores, dtype=float)
     if task not in TASKS:
@@ -78,10 +80,14 @@ def metric_columns(task: str, labels, scores) -> tuple[list[tuple[np.ndarray, np
                         f"{s.shape}")
     if not np.isfinite(s).all():
         raise DataError("the scores are not all finite (nan or inf)")
+    multilabel = task.startswith("multi-label")
+    if (y.shape[1:] != s.shape[1:]) if multilabel else (y.size != len(y)):
+        want = f"images x {s.shape[1]} labels" if multilabel else "one label per image"
+        raise DataError(f"labels must be {want}, got shape {y.shape}")
     if task == "binary-class":
         y = y.reshape(-1)
         return [(y == 1, s[:, -1])], (y == (s[:, -1] > 0.5)).astype(float)
-    if task.startswith("multi-label"):
+    if multilabel:
         return ([(y[:, i] == 1, s[:, i]) for i in range(s.shape[1])],
                 ((s > 0.5) == (y == 1)).mean(axis=1))
     y = y.reshape(-1)
@@ -335,9 +341,10 @@ def split_intervals(task: str, labels, scores, *, resamples: int = 2000,
       collapse to zero width near 1).
 
     ``mean`` is the metric on the test split, and ``se_split`` and ``usable`` still come from
-    the bootstrap; an interval is undefined exactly where the bootstrap's is (fewer than
-    :data:`MIN_IMAGES` images, no resamples, an AUC undefined on the split or on too many
-    resamples).
+    the bootstrap. Single-label ACC (at least 2 images) and binary AUC (both classes present)
+    need no resamples, so they get intervals on few images too; the bootstrap-based ones are
+    undefined where the bootstrap's is (fewer than :data:`MIN_IMAGES` images, no resamples,
+    an AUC undefined on too many resamples).
 
     Returns:
         ``{"acc": Estimate, "auc": Estimate}``.
@@ -349,13 +356,15 @@ def split_intervals(task: str, labels, scores, *, resamples: int = 2000,
                             resamples=resamples, seed=seed)["model"]
     acc, auc = estimate(boot["acc"]), estimate(boot["auc"])
     columns, correct = metric_columns(task, labels, scores)
-    if acc.defined and not task.startswith("multi-label"):
+    # the exact and score intervals need no resamples: they exist for few images too
+    if len(correct) >= 2 and not task.startswith("multi-label"):
         low, high = _exact_binomial_interval(int(round(correct.sum())), len(correct))
         acc = replace(acc, low=low, high=high)
-    if auc.defined:  # every column has both classes on the split
+    binary = task == "binary-class"
+    if (binary and math.isfinite(auc.mean)) or auc.defined:  # both classes in every column
         low, high = _auc_score_interval(auc.mean, [(int(pos.sum()), int((~pos).sum()))
                                                    for pos, _ in columns])
-        if task != "binary-class":
+        if not binary:
             low, high = min(low, auc.low), max(high, auc.high)
         auc = replace(auc, low=low, high=high)
     return {"acc": acc, "auc": auc}

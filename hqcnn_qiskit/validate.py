@@ -51,7 +51,8 @@ def real(value, name: str, *, positive: bool = False, non_negative: bool = False
 
 
 def boolean(value, name: str) -> bool:
-    """``value`` as a ``bool`` (Python or numpy booleans only: ``"no"`` is not false).
+    """``value`` as a ``bool``: Python or numpy booleans, or the integers 0 and 1 (which
+    checkpoints written before these checks may hold); ``"no"`` is not false.
 
     Raises:
         ConfigError: Not a boolean.
@@ -59,6 +60,8 @@ def boolean(value, name: str) -> bool:
     kind = type(value)
     if isinstance(value, bool) or (kind.__module__ == "numpy" and kind.__name__ in ("bool",
                                                                                   "bool_")):
+        return bool(value)
+    if isinstance(value, numbers.Integral) and value in (0, 1):
         return bool(value)
     raise ConfigError(f"{name} must be True or False, got {value!r}")
 

@@ -312,15 +312,23 @@ def test_multi_label_acc_and_multi_column_auc_keep_the_bootstrap_where_it_is_wid
     assert e.mean == 1.0 and e.high == 1.0 and 0.9 < e.low < 1.0
 
 
-def test_intervals_stay_undefined_where_the_bootstrap_cannot_run():
-    labels, scores = _right_of(20, 20)  # fewer than MIN_IMAGES images
-    assert not any(e.defined for e in split_intervals("binary-class", labels, scores).values())
+def test_few_images_get_the_intervals_that_need_no_resamples():
+    """Exact ACC and binary score AUC need no bootstrap, so 20 images get them (they used to
+    get none); multi-class AUC and multi-label ACC still need the bootstrap's 30 images."""
+    labels, scores = _right_of(20, 20)  # fewer than MIN_IMAGES images, all right
+    few = split_intervals("binary-class", labels, scores)
+    assert few["acc"].low == pytest.approx(0.025 ** (1 / 20)) and few["acc"].high == 1.0
+    assert few["auc"].defined and few["auc"].low < 1.0 == few["auc"].high
     labels, scores = _right_of(40, 40)
-    assert not any(e.defined for e in split_intervals("binary-class", labels, scores,
-                                                      resamples=0).values())
+    no_resamples = split_intervals("binary-class", labels, scores, resamples=0)
+    assert no_resamples["acc"].defined and no_resamples["auc"].defined
     one_class = split_intervals("binary-class", np.ones(40, dtype=int), scores)
     assert one_class["acc"].defined and math.isnan(one_class["auc"].mean)
     assert not one_class["auc"].defined
+    rng = np.random.default_rng(0)
+    three = rng.dirichlet(np.ones(3), size=20)
+    multi = split_intervals("multi-class", np.arange(20) % 3, three)
+    assert multi["acc"].defined and not multi["auc"].defined  # the bootstrap part is missing
 
 
 def test_near_perfect_binary_intervals_cover_the_truth():
@@ -342,15 +350,19 @@ def test_near_perfect_binary_intervals_cover_the_truth():
     assert hits["acc"] >= 180 and hits["auc"] >= 180
 
 
-@pytest.mark.parametrize("task, scores, message", [
-    ("binary", np.full((40, 2), 0.5), "unknown task 'binary'"),  # used to pass as multi-class
-    ("binary-class", np.full(40, 0.5), r"images x columns for 40 labels, got shape \(40,\)"),
-    ("binary-class", np.full((39, 2), 0.5), r"got shape \(39, 2\)"),
-    ("binary-class", np.full((40, 2), np.nan), "not all finite"),  # used to give an interval
+@pytest.mark.parametrize("task, scores, label_columns, message", [
+    ("binary", np.full((40, 2), 0.5), 1, "unknown task 'binary'"),  # passed as multi-class
+    ("binary-class", np.full(40, 0.5), 1, r"images x columns for 40 labels, got shape \(40,\)"),
+    ("binary-class", np.full((39, 2), 0.5), 1, r"got shape \(39, 2\)"),
+    ("binary-class", np.full((40, 2), np.nan), 1, "not all finite"),  # used to get an interval
+    ("multi-label, binary-class", np.full((40, 3), 0.5), 1,
+     r"labels must be images x 3 labels, got shape \(40,\)"),  # used to be an IndexError
+    ("binary-class", np.full((40, 2), 0.5), 2, r"one label per image, got shape \(40, 2\)"),
 ])
-def test_bad_scores_or_task_are_a_data_error(task, scores, message):
+def test_bad_scores_labels_or_task_are_a_data_error(task, scores, label_columns, message):
     from hqcnn_qiskit.errors import DataError
 
     labels = np.arange(40) % 2
+    labels = labels if label_columns == 1 else np.column_stack([labels] * label_columns)
     with pytest.raises(DataError, match=message):
         split_intervals(task, labels, scores, resamples=100)
