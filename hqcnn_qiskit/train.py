@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from . import validate
 from .checkpoint import (
     load_checkpoint,
     probe_writable,
@@ -32,7 +33,6 @@ from .data import DatasetSpec, augment_batch, load_split
 from .errors import CheckpointError, ConfigError, DataError, DivergedError, first_line
 from .evaluate import evaluate_model
 from .model import HQCNN, ModelConfig, count_parameters
-from . import validate
 from .profiles import SLOW_TO_TRAIN, eval_batch_size
 
 __all__ = ["TrainConfig", "train"]
