@@ -400,6 +400,13 @@ class RuntimeBackend(QuantumBackend):
             self._mode = open_mode(self.device, self.profile.execution_mode)
         return _estimator(self._mode, runtime_options(self.profile))
 
+    def __getstate__(self):
+        """Refused: the live service connection (with its account) must not reach a pickle, and
+        a copy would submit jobs of its own."""
+        raise TypeError(f"a model on the IBM Runtime backend {self.name} cannot be pickled or "
+                        "copied; switch it to a simulator first "
+                        "(model.quantum.set_backend('aer_ideal'))")
+
     def describe(self) -> dict:
         info = super().describe()
         if self._device is not None:

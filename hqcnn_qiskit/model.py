@@ -310,8 +310,9 @@ class QuantumLayer(nn.Module):
 
         The QNN's estimator and gradient hold compiled closures and caches that pickle cannot
         write (and that are rebuilt cheaply); :meth:`__setstate__` builds a new QNN from the
-        backend. Backends whose objects hold a live sampler (``aer_noisy``, device and runtime
-        kinds: thread locks, simulators, connections) still cannot be pickled.
+        backend. Device backends (``aer_noisy``, ``fake_*``) pickle their profile, ISA circuit
+        and random state, so a copy draws the same shots as the original; an IBM Runtime
+        backend refuses (its service connection holds the account).
         """
         state = self.__dict__.copy()
         state["qnn"] = None

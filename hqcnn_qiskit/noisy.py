@@ -645,6 +645,28 @@ class DeviceBackend(QuantumBackend):
             generator.bit_generator.state = saved
         estimator.set_calibration_state(state["calibrations"])
 
+    def __getstate__(self) -> dict:
+        """The backend for pickle and ``copy.deepcopy``: its profile, ISA circuit and random
+        state, without the device, simulators and locks (rebuilt by :meth:`__setstate__`). A
+        copy draws the same shots as the original would from here on."""
+        state = self.__dict__.copy()
+        state["_random"] = self.rng_state() if self._estimator is not None else None
+        for live in ("device", "target", "_estimator"):
+            state[live] = None
+        if self.transpiled is not None:  # the copy runs this circuit instead of transpiling
+            state["_pinned"] = self.transpiled.circuit
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        """Restore what :meth:`__getstate__` returned."""
+        random = state.pop("_random")
+        self.__dict__.update(state)
+        self.device = fake_device(self.profile.device,
+                                  where=f"{self.profile.source}: field 'device'")
+        self.target = self.device.target
+        if random is not None:
+            self.set_rng_state(random)
+
     @property
     def last_batch_stats(self) -> dict:
         """Shots, circuits, seconds and estimator calls since the previous read (so reading it

@@ -437,3 +437,16 @@ def test_service_construction_logs_nothing_about_the_token(cloud):
     finally:
         logger.removeHandler(handler)
     assert logging.getLogger(ibm.SERVICE_LOGGER).level == logging.NOTSET  # restored
+
+
+def test_a_model_on_ibm_runtime_refuses_to_be_pickled(tmp_path, cloud):
+    """Its service connection holds the account: a pickle could carry the token."""
+    import pickle
+
+    from hqcnn_qiskit.model import get_model
+
+    net = get_model(backend=_profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job")))
+    with pytest.raises(TypeError, match=r"cannot be pickled or copied; switch it to a simulator"):
+        pickle.dumps(net)
+    net.quantum.set_backend("aer_ideal")
+    assert TOKEN.encode() not in pickle.dumps(net)

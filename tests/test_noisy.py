@@ -243,3 +243,23 @@ def test_runtime_sampler_draws_fresh_shots_on_every_call():
     a, b = first.run((0,), [job])[0], first.run((0,), [job])[0]
     assert not np.array_equal(a, b)  # a new draw on the second call
     assert np.array_equal(runner().run((0,), [job])[0], a)  # reproducible from the seed
+
+
+@pytest.mark.parametrize("backend", ["aer_noisy_mitigated", "fake_brisbane"])
+def test_a_noisy_model_copies_and_pickles_with_its_random_state(backend):
+    """``copy.deepcopy(model)`` (e.g. to keep the best model in one's own loop) used to fail on
+    a thread lock; a copy must also continue the same shot streams and calibrations."""
+    import copy
+    import pickle
+
+    net = get_model(backend=backend, generator=torch.Generator().manual_seed(0)).eval()
+    x = torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.no_grad():
+        net(x)  # the streams move and the readout calibration is drawn
+    clones = [copy.deepcopy(net), pickle.loads(pickle.dumps(net))]
+    with torch.no_grad():
+        first = net(x)
+        assert all(torch.equal(clone(x), first) for clone in clones)
+        assert not torch.equal(net(x), first)  # the shots are fresh on every call
+    isa = net.quantum.backend.isa_circuit
+    assert all(clone.quantum.backend.isa_circuit == isa for clone in clones)
