@@ -4,7 +4,6 @@ read with ``torch.load(weights_only=True)``."""
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import tempfile
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError
+from .jsonio import to_json
 
 __all__ = [
     "seed_everything",
@@ -110,8 +110,8 @@ def atomic_write(path: str | os.PathLike, write) -> None:
 
 
 def write_json(path: str | os.PathLike, data) -> None:
-    """``data`` as indented JSON, written with :func:`atomic_write`."""
-    text = json.dumps(data, indent=2) + "\n"
+    """``data`` as indented strict JSON (:func:`to_json`), written with :func:`atomic_write`."""
+    text = to_json(data, indent=2) + "\n"
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 

@@ -7,11 +7,11 @@ line and exit with status 2 (usage) or 1 (everything else); tracebacks are for o
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 
 from .errors import HQCNNError
+from .jsonio import to_json
 
 __all__ = ["main", "build_parser"]
 
@@ -187,7 +187,7 @@ def _train(args) -> int:
     metrics = train(config, args.out, data_root=args.data_root, resume=args.resume,
                     verify=not args.no_verify, progress=show_progress(args))
     if args.json:
-        print(json.dumps(metrics))
+        print(to_json(metrics))
     return 0
 
 
@@ -223,12 +223,10 @@ def report_metrics(result: dict, *, resamples: int, as_json: bool, on: str,
         extra: Further keys of the JSON object.
         tail: Appended to the text line.
     """
-    from .uncertainty import MIN_IMAGES
+    from .uncertainty import MIN_IMAGES, needs_resamples, split_interval_methods, split_intervals
 
     intervals = {}
     if resamples:
-        from .uncertainty import split_intervals
-
         intervals = split_intervals(result["task"], result["labels"], result["scores"],
                                     resamples=resamples)
         missing = [m.upper() for m, e in intervals.items()
@@ -240,16 +238,16 @@ def report_metrics(result: dict, *, resamples: int, as_json: bool, on: str,
     if math.isnan(result["auc"]):
         print(f"note: AUC is undefined: the {result['n']} images hold one class only",
               file=sys.stderr)
-    defined = any(e.defined for e in intervals.values())
+    shown_intervals = [m for m, e in intervals.items() if e.defined]
+    drawn = resamples if any(needs_resamples(result["task"], m) for m in shown_intervals) else 0
     if as_json:
-        print(json.dumps({**{k: result[k] for k in ("acc", "auc", "n", "split", "backend",
-                                                     "dataset")},
-                          **{f"{m}_95": [e.low, e.high] if e.defined else None
-                             for m, e in intervals.items()},
-                          # bootstrap resamples drawn (0: none, e.g. too few images; the
-                          # exact ACC and binary AUC intervals need none)
-                          "bootstrap": resamples if defined and result["n"] >= MIN_IMAGES
-                          else 0, **(extra or {})}))
+        print(to_json({**{k: result[k] for k in ("acc", "auc", "n", "split", "backend",
+                                                   "dataset")},
+                       **{f"{m}_95": [intervals[m].low, intervals[m].high]
+                          if m in shown_intervals else None for m in ("acc", "auc")},
+                       # resamples behind the intervals given (0: none; the exact ACC and the
+                       # binary AUC intervals need none)
+                       "bootstrap": drawn, **(extra or {})}))
         return
 
     def shown(metric: str) -> str:
@@ -259,12 +257,10 @@ def report_metrics(result: dict, *, resamples: int, as_json: bool, on: str,
 
     print(f"{result['dataset']} {result['split']} on {on}: "
           f"acc {shown('acc')}  auc {shown('auc')}  (n={result['n']}){tail}")
-    if defined:
-        from .uncertainty import split_interval_methods
-
-        print(f"[95% intervals from these {result['n']} images alone "
-              f"({split_interval_methods(result['task'], resamples)}); another training seed "
-              "can differ by more]")
+    if shown_intervals:
+        methods = split_interval_methods(result["task"], resamples, shown_intervals)
+        print(f"[95% intervals from these {result['n']} images alone ({methods}); another "
+              "training seed can differ by more]")
 
 
 def _backends(args) -> int:
@@ -272,7 +268,7 @@ def _backends(args) -> int:
 
     profiles = list_profiles()
     if args.json:
-        print(json.dumps([{"name": p.name, "kind": p.kind, "device": p.device,
+        print(to_json([{"name": p.name, "kind": p.kind, "device": p.device,
                            "description": p.description} for p in profiles]))
     else:
         width = max(len(p.name) for p in profiles)
@@ -291,8 +287,16 @@ def _datasets(args) -> int:
 
 
 #: What a Ctrl-C leaves behind, per command (infer and jobs name their journaled jobs).
-AFTER_INTERRUPT = {
-    "train": "checkpoints so far are kept; `train --resume` continues",
+def _after_train(args) -> str:
+    from pathlib import Path
+
+    if (Path(args.out) / "last.pt").is_file():
+        return "checkpoints so far are kept; `train --resume` continues"
+    return "no epoch had finished, so there is nothing to resume: train again without --resume"
+
+
+AFTER_INTERRUPT = {  # what a Ctrl-C leaves behind, per command: text, or a function of args
+    "train": _after_train,
     "evaluate": "nothing was written",
 }
 
@@ -308,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         after = AFTER_INTERRUPT.get(args.command)
+        after = after(args) if callable(after) else after
         print(f"hqcnn-qiskit {args.command}: interrupted" + (f" ({after})" if after else ""),
               file=sys.stderr)
         return 130

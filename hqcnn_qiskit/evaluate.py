@@ -15,11 +15,19 @@ from tqdm import tqdm
 from . import validate
 from .checkpoint import load_checkpoint
 from .data import DatasetSpec, load_split
-from .errors import CheckpointError, ConfigError, DataError, DivergedError, first_line
+from .errors import (
+    BackendError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DivergedError,
+    first_line,
+)
 from .model import HQCNN, ModelConfig
 from .profiles import DEFAULT_EVAL_BATCH_SIZE, eval_batch_size
 
-__all__ = ["predict", "compute_metrics", "evaluate_model", "load_checkpoint_model", "evaluate_checkpoint"]
+__all__ = ["predict", "compute_metrics", "evaluate_model", "load_checkpoint_model", "evaluate_checkpoint",
+           "trained_backend"]
 
 
 def _images(dataset) -> torch.Tensor:
@@ -150,8 +158,8 @@ def load_checkpoint_model(path: str | os.PathLike, *, backend=None) -> tuple[HQC
     payload = load_checkpoint(path)
     try:
         model_config = ModelConfig(**payload["model_config"])
-        backend = backend or payload["train_config"]["backend"]
-    except (KeyError, TypeError, ConfigError) as exc:
+        backend = backend or trained_backend(payload)
+    except (KeyError, TypeError, ConfigError, BackendError) as exc:
         raise CheckpointError(f"{path} has no usable model config ({exc})") from None
     model = HQCNN(config=model_config, backend=backend)  # the classical twin ignores it
     weights = payload.get("model")
@@ -166,6 +174,22 @@ def load_checkpoint_model(path: str | os.PathLike, *, backend=None) -> tuple[HQC
         ) from None
     model.eval()
     return model, payload
+
+
+def trained_backend(payload: dict):
+    """The backend profile a checkpoint was trained on: the copy the run kept (so neither the
+    working folder nor later edits of the file change it), or for runs made before runs kept
+    one, the name or path in its config.
+
+    Raises:
+        KeyError: The checkpoint has neither.
+        BackendError: The kept copy is not a valid profile.
+    """
+    from .profiles import snapshot_profile
+
+    if "backend_profile" in payload:
+        return snapshot_profile(payload["backend_profile"])
+    return payload["train_config"]["backend"]
 
 
 def _listed(items: list[str], shown: int = 3) -> str:

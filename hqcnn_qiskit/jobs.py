@@ -251,16 +251,18 @@ class InferencePlan:
     notes: list = field(default_factory=list)
 
 
-def _saved_circuit(run_dir: Path, train_backend: str | None, device_name: str, target):
-    """``RUN_DIR/circuit.qpy`` if it was made for this device and is valid on its target."""
-    from .profiles import load_profile
+def _saved_circuit(run_dir: Path, train_backend, device_name: str, target):
+    """``RUN_DIR/circuit.qpy`` if it was made for this device and is valid on its target
+    (``train_backend``: the training profile, or its name or path)."""
+    from .profiles import BackendProfile, load_profile
     from .transpile import isa_violations, load_qpy
 
     path = run_dir / "circuit.qpy"
     if not path.is_file() or not train_backend:
         return None, "no circuit.qpy in the run folder"
     try:
-        trained_on = load_profile(train_backend).device
+        trained_on = (train_backend if isinstance(train_backend, BackendProfile)
+                      else load_profile(train_backend)).device
     except HQCNNError:
         trained_on = None
     if _device_key(trained_on) != _device_key(device_name):
@@ -314,7 +316,7 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
     """
     from .backends import get_backend
     from .data import DatasetSpec, load_split, subset_indices
-    from .evaluate import load_checkpoint_model
+    from .evaluate import load_checkpoint_model, trained_backend
     from .profiles import load_profile
     from .transpile import transpile_for_profile
 
@@ -348,7 +350,10 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
     remote = profile.kind == "runtime"
     offline_note = None
     notes = []
-    train_backend = payload.get("train_config", {}).get("backend")
+    try:
+        train_backend = trained_backend(payload)
+    except (KeyError, HQCNNError):
+        train_backend = None
     if remote:
         from . import ibm
 

@@ -7,9 +7,9 @@ machinery when it runs.
 
 from __future__ import annotations
 
-import json
 import sys
 
+from .jsonio import to_json
 from .profiles import CONFIRM_ABOVE_SECONDS
 
 __all__ = ["add_commands"]
@@ -109,14 +109,14 @@ def _infer_cmd(args) -> int:
         return _interrupted("infer", submitted)
     if result.get("dry_run"):
         if args.json:
-            print(json.dumps({k: result[k] for k in ("plan", "estimate", "isa", "offline")}))
+            print(to_json({k: result[k] for k in ("plan", "estimate", "isa", "offline")}))
         else:
             print("dry run: nothing submitted")
             print("\n".join(result["plan"]))
         return 0
     if result.get("status") == "submitted":
         if args.json:
-            print(json.dumps(result))
+            print(to_json(result))
         else:
             print(f"submitted {' '.join(result['job_ids'])}; "
                   f"`hqcnn-qiskit jobs fetch {result['job_id']}` collects the result")
@@ -130,7 +130,7 @@ def _list_cmd(args) -> int:
 
     jobs = list_jobs()
     if args.json:
-        print(json.dumps(jobs))
+        print(to_json(jobs))
         return 0
     if not jobs:
         print(f"no jobs in {hqcnn_home() / 'jobs.jsonl'}")
@@ -149,7 +149,7 @@ def _status_cmd(args) -> int:
 
     info = job_status(args.job_id, run_dir=args.run)
     if args.json:
-        print(json.dumps(info))
+        print(to_json(info))
     else:
         reason = f" ({info['reason']})" if info["reason"] else ""
         print(f"{info['job_id']}: {info['status']}{reason} on {info['device']}")

@@ -19,7 +19,8 @@ from typing import Any
 
 from .errors import BackendError
 
-__all__ = ["BackendProfile", "MitigationSettings", "load_profile", "list_profiles", "KINDS",
+__all__ = ["BackendProfile", "MitigationSettings", "load_profile", "profile_from_toml",
+           "profile_snapshot", "snapshot_profile", "profile_difference", "list_profiles", "KINDS",
            "ENGINES", "SLOW_TO_TRAIN", "EVAL_BATCH_SIZES", "DEFAULT_EVAL_BATCH_SIZE",
            "eval_batch_size", "CONFIRM_ABOVE_SECONDS", "FIELDS", "FieldRule"]
 
@@ -334,14 +335,61 @@ def load_profile(name_or_path: str | Path) -> BackendProfile:
             known = ", ".join(sorted(p.stem for p in profile_dir().glob("*.toml")))
             raise BackendError(f"unknown backend '{text}'; choose from: {known}")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
         raise BackendError(f"{path}: not a readable TOML file ({exc})") from None
+    return profile_from_toml(text, name=name, source=str(path))
+
+
+def profile_from_toml(text: str, *, name: str, source: str) -> BackendProfile:
+    """A profile from the text of a profile file (as :func:`profile_snapshot` keeps it).
+
+    Raises:
+        BackendError: Not TOML, or an invalid field (the message names ``source``).
+    """
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BackendError(f"{source}: not a readable TOML file ({exc})") from None
     if "kind" not in data:
-        raise BackendError(f"{path}: field 'kind' is missing (one of {', '.join(KINDS)})")
+        raise BackendError(f"{source}: field 'kind' is missing (one of {', '.join(KINDS)})")
     given: list[str] = []
-    profile = _build(BackendProfile, data, str(path), given, name=name, source=str(path))
+    profile = _build(BackendProfile, data, source, given, name=name, source=source)
     return _validate(profile, given)
+
+
+def profile_snapshot(name_or_path: str | Path) -> dict:
+    """What a checkpoint keeps of the profile a run trains on: its name, file and text, so
+    that evaluating the run later uses this very profile, and resuming it checks that the
+    profile given again says the same, however its path is spelled.
+
+    Raises:
+        BackendError: As :func:`load_profile`.
+    """
+    profile = load_profile(name_or_path)
+    return {"name": profile.name, "source": profile.source,
+            "toml": Path(profile.source).read_text(encoding="utf-8")}
+
+
+def snapshot_profile(snapshot: dict) -> BackendProfile:
+    """The profile a :func:`profile_snapshot` holds."""
+    return profile_from_toml(snapshot["toml"], name=snapshot["name"], source=snapshot["source"])
+
+
+def profile_difference(a: BackendProfile, b: BackendProfile) -> str | None:
+    """The first setting in which two profiles differ (``"shots 256 vs 8192"``), or None when
+    they run the same (their names and files may differ)."""
+    for f in fields(BackendProfile):
+        if f.name in ("name", "source", "description"):
+            continue
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if f.name == "mitigation":
+            for g in fields(MitigationSettings):
+                if getattr(x, g.name) != getattr(y, g.name):
+                    return f"mitigation.{g.name} {getattr(x, g.name)} vs {getattr(y, g.name)}"
+        elif x != y:
+            return f"{f.name} {x} vs {y}"
+    return None
 
 
 def list_profiles() -> list[BackendProfile]:

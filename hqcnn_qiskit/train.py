@@ -33,7 +33,13 @@ from .data import DatasetSpec, augment_batch, load_split
 from .errors import CheckpointError, ConfigError, DataError, DivergedError, first_line
 from .evaluate import evaluate_model
 from .model import HQCNN, ModelConfig, count_parameters
-from .profiles import SLOW_TO_TRAIN, eval_batch_size
+from .profiles import (
+    SLOW_TO_TRAIN,
+    eval_batch_size,
+    profile_difference,
+    profile_snapshot,
+    snapshot_profile,
+)
 
 __all__ = ["TrainConfig", "train"]
 
@@ -227,6 +233,7 @@ def train(
     _check_writable(out)
     spec = config.dataset
 
+    snapshot = profile_snapshot(config.backend)  # kept with the run (see profiles)
     state = None
     if not resume and (out / "last.pt").exists():
         raise ConfigError(f"{out} already holds a run (last.pt): resume it (--resume, "
@@ -238,7 +245,9 @@ def train(
         except (KeyError, TypeError, ConfigError, DataError) as exc:
             raise CheckpointError(f"{out / 'last.pt'} has no usable training config "
                                   f"({first_line(exc)})") from None
-        clash = [k for k in _IDENTITY if getattr(saved, k) != getattr(config, k)]
+        # a run that kept its profile is compared by what the profile says, not by its path
+        compared = [k for k in _IDENTITY if k != "backend" or "backend_profile" not in state]
+        clash = [k for k in compared if getattr(saved, k) != getattr(config, k)]
         if LR_SCHEDULES[config.lr_schedule][0] and saved.epochs != config.epochs:
             clash.append("epochs")  # the schedule's milestones move with the total
         if int(state["epoch"]) + 1 > config.epochs:
@@ -251,6 +260,14 @@ def train(
                 f"{out / 'last.pt'} was trained with {k}={_shown(getattr(saved, k))}, this run "
                 f"asks for {k}={_shown(getattr(config, k))}"
             )
+        if "backend_profile" in state:
+            kept = snapshot_profile(state["backend_profile"])
+            differs = profile_difference(kept, snapshot_profile(snapshot))
+            if differs:
+                raise CheckpointError(
+                    f"{out / 'last.pt'} was trained with the backend profile {kept.source}; "
+                    f"{snapshot['source']} differs from it ({differs})"
+                )
 
     seed_everything(config.seed)
     train_set = load_split(spec, "train", root=data_root, limit=config.limit_train, verify=verify)
@@ -258,7 +275,8 @@ def train(
     test_set = load_split(spec, "test", root=data_root, limit=config.limit_eval, verify=verify)
 
     init = torch.Generator().manual_seed(config.seed)
-    model = HQCNN(config=config.model_config(), backend=config.backend, generator=init)
+    model = HQCNN(config=config.model_config(), backend=snapshot_profile(snapshot),
+                  generator=init)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     shuffle = torch.Generator().manual_seed(config.seed + 1)
     counts = count_parameters(model)
@@ -359,6 +377,7 @@ def train(
             "best": best,
             "elapsed": elapsed,
             "train_config": config.to_dict(),
+            "backend_profile": snapshot,
             "model_config": config.model_config().to_dict(),
             "parameters": counts,
         }

@@ -44,7 +44,8 @@ import numpy as np
 from .errors import DataError
 
 __all__ = ["Estimate", "metric_columns", "weighted_auc", "draw_counts", "paired_bootstrap",
-           "estimate", "split_intervals", "split_interval_methods", "seeds_to_resolve"]
+           "estimate", "split_intervals", "split_interval_methods", "needs_resamples",
+           "seeds_to_resolve"]
 
 #: medmnist's tasks (``INFO[flag]["task"]``).
 TASKS = ("binary-class", "multi-class", "ordinal-regression", "multi-label, binary-class")
@@ -357,27 +358,33 @@ def split_intervals(task: str, labels, scores, *, resamples: int = 2000,
     acc, auc = estimate(boot["acc"]), estimate(boot["auc"])
     columns, correct = metric_columns(task, labels, scores)
     # the exact and score intervals need no resamples: they exist for few images too
-    if len(correct) >= 2 and not task.startswith("multi-label"):
+    if len(correct) >= 2 and not needs_resamples(task, "acc"):
         low, high = _exact_binomial_interval(int(round(correct.sum())), len(correct))
         acc = replace(acc, low=low, high=high)
-    binary = task == "binary-class"
-    if (binary and math.isfinite(auc.mean)) or auc.defined:  # both classes in every column
+    widen = needs_resamples(task, "auc")
+    if (not widen and math.isfinite(auc.mean)) or auc.defined:  # both classes in each column
         low, high = _auc_score_interval(auc.mean, [(int(pos.sum()), int((~pos).sum()))
                                                    for pos, _ in columns])
-        if not binary:
+        if widen:
             low, high = min(low, auc.low), max(high, auc.high)
         auc = replace(auc, low=low, high=high)
     return {"acc": acc, "auc": auc}
 
 
-def split_interval_methods(task: str, resamples: int) -> str:
-    """How :func:`split_intervals` builds each interval for ``task``, in a few words (the CLI
-    prints it under the intervals)."""
+def needs_resamples(task: str, metric: str) -> bool:
+    """Whether :func:`split_intervals` builds ``metric``'s interval (``"acc"``, ``"auc"``) for
+    ``task`` from the bootstrap: multi-label ACC and every AUC but the binary one."""
+    return task.startswith("multi-label") if metric == "acc" else task != "binary-class"
+
+
+def split_interval_methods(task: str, resamples: int, metrics=("acc", "auc")) -> str:
+    """How :func:`split_intervals` builds the intervals of ``metrics`` for ``task``, in a few
+    words (the CLI prints it under the intervals)."""
     bootstrap = f"bootstrap of {resamples} resamples"
-    acc = bootstrap if task.startswith("multi-label") else "exact binomial"
-    auc = ("score interval" if task == "binary-class"
-           else f"score interval or {bootstrap}, the wider")
-    return f"ACC: {acc}; AUC: {auc}"
+    how = {"acc": bootstrap if needs_resamples(task, "acc") else "exact binomial",
+           "auc": (f"score interval or {bootstrap}, the wider" if needs_resamples(task, "auc")
+                   else "score interval")}
+    return "; ".join(f"{m.upper()}: {how[m]}" for m in metrics)
 
 
 def seeds_to_resolve(diff: Estimate, *, power: float = 0.8) -> float:

@@ -99,3 +99,46 @@ def test_a_profile_file_is_stored_as_given(tmp_path, monkeypatch):
     config = TrainConfig(backend=Path("mine.toml"))
     assert config.backend == "mine.toml" and type(config.backend) is str
     assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_a_run_keeps_its_backend_profile(tmp_path, data_root, monkeypatch):
+    """A profile file given by a relative path used to be looked up again from the working
+    folder: from another folder, evaluate failed, or silently used another file of that name
+    (and a resume trained on it); spelled as an absolute path, the same file was refused."""
+    from hqcnn_qiskit.errors import CheckpointError
+    from hqcnn_qiskit.evaluate import load_checkpoint_model
+
+    profile = 'kind = "aer"\ndevice = "FakeBrisbane"\nshots = {}\nseed = 1\n'
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    for folder, shots in ((project, 64), (elsewhere, 4096)):
+        (folder / "profiles").mkdir(parents=True)
+        (folder / "profiles" / "mine.toml").write_text(profile.format(shots))
+    run = project / "run"
+    monkeypatch.chdir(project)
+    config = TrainConfig(backend="profiles/mine.toml", epochs=1, limit_train=16, limit_eval=16,
+                         batch_size=8)
+    train(config, run, data_root=data_root, progress=False, log=lambda *_: None)
+
+    monkeypatch.chdir(elsewhere)  # its profiles/mine.toml says 4096 shots
+    model, _ = load_checkpoint_model(run / "best.pt")
+    assert model.quantum.backend.profile.shots == 64 and model.quantum.backend.name == "mine"
+    with pytest.raises(CheckpointError, match=r"differs from it \(shots 64 vs 4096\)"):
+        train(config, run, data_root=data_root, resume=True, progress=False)
+    same = TrainConfig.from_dict({**config.to_dict(),
+                                  "backend": str(project / "profiles" / "mine.toml")})
+    again = train(same, run, data_root=data_root, resume=True, progress=False,
+                  log=lambda *_: None)  # the same file, spelled otherwise: accepted
+    assert again["best_epoch"] == 1
+
+
+def test_metrics_json_is_strict_json(tmp_path):
+    """metrics.json of a run whose test subset held one class had ``NaN``, which is not JSON."""
+    import json
+
+    from hqcnn_qiskit.checkpoint import write_json
+
+    write_json(tmp_path / "m.json", {"test": {"acc": 1.0, "auc": float("nan")},
+                                     "seconds": (float("inf"), 2.5)})
+    text = (tmp_path / "m.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"test": {"acc": 1.0, "auc": None}, "seconds": [None, 2.5]}

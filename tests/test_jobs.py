@@ -391,7 +391,7 @@ def test_infer_json_is_evaluate_json_plus_job(run, capsys):
     got = json.loads(out)
     assert set(got) == set(evaluated) | {"job_id", "checkpoint"}
     assert got["checkpoint"] == str((run / "best.pt").resolve())
-    assert got["bootstrap"] == evaluated["bootstrap"] == 2000
+    assert got["bootstrap"] == evaluated["bootstrap"] == 0  # binary: no interval needs any
     for key in ("acc", "auc", "n", "split", "backend", "dataset", "acc_95", "auc_95"):
         assert got[key] == pytest.approx(evaluated[key], abs=1e-6), key
     code, out, err = _cli(capsys, "jobs", "fetch", got["job_id"], "--json")

@@ -63,7 +63,7 @@ def test_cli_evaluate_json(trained, data_root):
     for metric in ("acc", "auc"):
         low, high = report[f"{metric}_95"]
         assert 0.0 < low < report[metric] < high < 1.0
-    assert report["bootstrap"] == 2000
+    assert report["bootstrap"] == 0  # binary: exact ACC and score AUC intervals need none
 
 
 def test_cli_evaluate_prints_intervals(trained, data_root):
@@ -466,6 +466,16 @@ def test_ctrl_c_says_what_each_command_leaves_behind(trained, monkeypatch, capsy
     message = capsys.readouterr().err
     assert "evaluate: interrupted (nothing was written)" in message and "resume" not in message
 
+    from hqcnn_qiskit import train as train_module
+
+    monkeypatch.setattr(train_module, "train", interrupted)
+    args = ["train", "--dataset", "breastmnist", "--out"]
+    assert cli.main([*args, str(out)]) == 130  # a run with epochs saved
+    assert "checkpoints so far are kept; `train --resume` continues" in capsys.readouterr().err
+    assert cli.main([*args, str(out / "fresh")]) == 130  # stopped before any epoch ended
+    message = capsys.readouterr().err
+    assert "nothing to resume: train again without --resume" in message
+
 
 def test_unreadable_checkpoints_never_suggest_unsafe_loading(trained, tmp_path):
     out, _ = trained
@@ -529,3 +539,31 @@ def test_installed_package_ships_every_profile():
     assert names == {p.stem for p in (REPO / "backends").glob("*.toml")}
     assert {"aer_ideal", "aer_noisy", "aer_noisy_mitigated", "fake_brisbane", "ibm_brisbane",
             "ibm_least_busy"} <= names
+
+
+def test_json_reports_are_strict_json_with_every_key(capsys):
+    """NaN is not JSON (strict parsers reject it): an undefined AUC is null. The interval keys
+    are always there, null when there is no interval, and ``bootstrap`` counts the resamples
+    behind the intervals given."""
+    from hqcnn_qiskit.cli import report_metrics
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 3
+    scores = rng.dirichlet(np.ones(3), size=60)
+    base = {"n": 60, "split": "test", "backend": "aer_ideal", "dataset": "organamnist (28px)",
+            "task": "multi-class", "labels": labels, "scores": scores, "acc": 0.4, "auc": 0.6}
+    report_metrics(base, resamples=300, as_json=True, on="aer_ideal")
+    multi = json.loads(capsys.readouterr().out)
+    assert multi["bootstrap"] == 300 and multi["acc_95"] and multi["auc_95"]  # AUC: bootstrap
+    report_metrics(base, resamples=0, as_json=True, on="aer_ideal")
+    none = json.loads(capsys.readouterr().out)
+    assert none["acc_95"] is None and none["auc_95"] is None and none["bootstrap"] == 0
+    one_class = {**base, "task": "binary-class", "labels": np.ones(60, dtype=int),
+                 "scores": np.column_stack([1 - scores[:, 0], scores[:, 0]]), "auc": float("nan")}
+    report_metrics(one_class, resamples=300, as_json=True, on="aer_ideal")
+    text = capsys.readouterr().out
+    strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text}"))
+    assert strict["auc"] is None and strict["auc_95"] is None and strict["bootstrap"] == 0
+    report_metrics(one_class, resamples=300, as_json=False, on="aer_ideal")
+    line = capsys.readouterr().out
+    assert "(ACC: exact binomial); another" in line  # no AUC interval, so no AUC method
