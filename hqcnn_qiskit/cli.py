@@ -308,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except HQCNNError as exc:
-        print(f"hqcnn-qiskit {args.command}: error: {exc}", file=sys.stderr)
+        command = " ".join(filter(None, (args.command, getattr(args, "jobs_command", None))))
+        print(f"hqcnn-qiskit {command}: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         after = AFTER_INTERRUPT.get(args.command)

@@ -160,6 +160,8 @@ def _optional(check, value, name: str, **bounds):
 def _check_writable(out: Path) -> None:
     """Fail early if ``out`` cannot be written; the probe leaves no folder behind, so a run that
     fails before training (bad backend, missing data) leaves nothing."""
+    if out.is_file():
+        raise ConfigError(f"the run folder {out} is a file; choose a folder (--out)")
     try:
         probe_writable(out)
     except OSError as exc:

@@ -259,7 +259,7 @@ def test_account_and_device_errors_are_one_line(run, tmp_path, capsys, monkeypat
     assert code == 1 and "--yes" in err and c.submissions == 0
 
     code, _, err = _cli(capsys, "jobs", "fetch", "no-such-job")
-    assert code == 1 and "unknown job id" in err
+    assert code == 1 and "unknown job id" in err and "hqcnn-qiskit jobs fetch: error:" in err
 
 
 def test_dry_run_for_ibm_brisbane_works_offline(run, capsys):

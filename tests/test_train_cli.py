@@ -266,6 +266,9 @@ def test_corrupt_npz_and_unwritable_folder(tmp_path, data_root):
     result = run_cli("train", "--dataset", "breastmnist", "--data-root", data_root,
                      "--out", blocker / "run", *SMALL)
     assert result.returncode == 1 and "cannot write to run folder" in result.stderr
+    result = run_cli("train", "--dataset", "breastmnist", "--data-root", data_root,
+                     "--out", blocker, *SMALL)
+    assert result.returncode == 1 and f"the run folder {blocker} is a file" in result.stderr
 
 
 def test_a_run_that_fails_before_training_leaves_no_folder(tmp_path, data_root):
