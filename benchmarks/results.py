@@ -56,6 +56,7 @@ ROWS = {
                      "short": "HQCNN without attention", "color": "#55a868"},
 }
 _REPORT_KEYS = ("label", "short", "color")  # the rest of a row are TrainConfig fields
+_METRIC_KEYS = frozenset({"acc", "auc", "val_acc", "val_auc"})  # null in JSON when undefined
 PUBLISHED_COLOR = "#999999"
 # Training recipes compared on the validation split (TrainConfig fields).
 RECIPES = {
@@ -182,7 +183,7 @@ def _noise_eval(out: Path, dataset: str, recipe: str, seed: int, backend: str, d
     checkpoint = cell / "best.pt"
     key = {**_scores_key(cell), "profile": repr(load_profile(backend)), "limit": limit}
     if cache.is_file():
-        cached = json.loads(cache.read_text())
+        cached = _read_json(cache)
         if cached.get("key") == key and "scores" in cached:  # older caches kept no scores
             return cached
     started = time.perf_counter()
@@ -193,6 +194,15 @@ def _noise_eval(out: Path, dataset: str, recipe: str, seed: int, backend: str, d
     result["scores"], result["labels"] = result["scores"].tolist(), result["labels"].tolist()
     write_json(cache, result)
     return result
+
+
+def _read_json(path: Path):
+    """A JSON file written by ``write_json``, with its undefined metrics (``null``: strict JSON
+    has no NaN) back as NaN, which the tables and means expect."""
+    def nan_metrics(obj: dict) -> dict:
+        return {k: math.nan if v is None and k in _METRIC_KEYS else v for k, v in obj.items()}
+
+    return json.loads(path.read_text(), object_hook=nan_metrics)
 
 
 def _scores_key(folder: Path) -> dict:
@@ -208,7 +218,7 @@ def _load_scores(folder: Path) -> dict | None:
     path = folder / "test_scores.json"
     if not path.is_file():
         return None
-    cached = json.loads(path.read_text())
+    cached = _read_json(path)
     return cached if cached.get("key") == _scores_key(folder) else None
 
 
@@ -435,7 +445,7 @@ def _fmt(values: list[float]) -> str:
 
 def _load(folder: Path) -> dict | None:
     path = folder / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return _read_json(path) if path.is_file() else None
 
 
 def _runs(out: Path, dataset: str, recipe: str, row: str, seeds: list[int]) -> list[dict]:

@@ -187,7 +187,7 @@ def trained_backend(payload: dict):
     """
     from .profiles import snapshot_profile
 
-    if "backend_profile" in payload:
+    if payload.get("backend_profile"):  # None for the classical twin
         return snapshot_profile(payload["backend_profile"])
     return payload["train_config"]["backend"]
 

@@ -258,8 +258,10 @@ def _saved_circuit(run_dir: Path, train_backend, device_name: str, target):
     from .transpile import isa_violations, load_qpy
 
     path = run_dir / "circuit.qpy"
-    if not path.is_file() or not train_backend:
+    if not path.is_file():
         return None, "no circuit.qpy in the run folder"
+    if not train_backend:
+        return None, "the checkpoint does not say which backend circuit.qpy was made for"
     try:
         trained_on = (train_backend if isinstance(train_backend, BackendProfile)
                       else load_profile(train_backend)).device

@@ -323,7 +323,7 @@ def load_profile(name_or_path: str | Path) -> BackendProfile:
         BackendError: Unknown name, unreadable file, or an invalid field.
     """
     text = str(name_or_path)
-    if text.endswith(".toml") or "/" in text or "\\" in text:
+    if is_profile_path(text):
         path = Path(text)
         name = path.stem
         if not path.is_file():
@@ -342,7 +342,7 @@ def load_profile(name_or_path: str | Path) -> BackendProfile:
 
 
 def profile_from_toml(text: str, *, name: str, source: str) -> BackendProfile:
-    """A profile from the text of a profile file (as :func:`profile_snapshot` keeps it).
+    """A profile from the text of a profile file.
 
     Raises:
         BackendError: Not TOML, or an invalid field (the message names ``source``).
@@ -351,6 +351,10 @@ def profile_from_toml(text: str, *, name: str, source: str) -> BackendProfile:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BackendError(f"{source}: not a readable TOML file ({exc})") from None
+    return _profile_from_data(data, name=name, source=source)
+
+
+def _profile_from_data(data: dict, *, name: str, source: str) -> BackendProfile:
     if "kind" not in data:
         raise BackendError(f"{source}: field 'kind' is missing (one of {', '.join(KINDS)})")
     given: list[str] = []
@@ -359,21 +363,44 @@ def profile_from_toml(text: str, *, name: str, source: str) -> BackendProfile:
 
 
 def profile_snapshot(name_or_path: str | Path) -> dict:
-    """What a checkpoint keeps of the profile a run trains on: its name, file and text, so
-    that evaluating the run later uses this very profile, and resuming it checks that the
-    profile given again says the same, however its path is spelled.
+    """What a checkpoint keeps of the profile a run trains on, so that evaluating the run later
+    uses this very profile (from any folder, whatever the file says by then) and resuming it
+    checks that the profile given again says the same, however its path is spelled.
+
+    Returns:
+        ``{"name", "source", "fields"}``: the profile's name, where it came from as the user
+        named it (a shipped name, or the path given), and its fields as parsed from the file
+        (plain values; the file's comments are not kept).
 
     Raises:
         BackendError: As :func:`load_profile`.
     """
     profile = load_profile(name_or_path)
-    return {"name": profile.name, "source": profile.source,
-            "toml": Path(profile.source).read_text(encoding="utf-8")}
+    text = Path(profile.source).read_text(encoding="utf-8")
+    shipped = not is_profile_path(name_or_path)
+    return {"name": profile.name,
+            "source": f"{profile.name} (shipped)" if shipped else str(name_or_path),
+            "fields": tomllib.loads(text)}
 
 
 def snapshot_profile(snapshot: dict) -> BackendProfile:
-    """The profile a :func:`profile_snapshot` holds."""
-    return profile_from_toml(snapshot["toml"], name=snapshot["name"], source=snapshot["source"])
+    """The profile a :func:`profile_snapshot` holds.
+
+    Raises:
+        BackendError: The snapshot is not a valid profile (e.g. made by another version).
+    """
+    try:
+        return _profile_from_data(snapshot["fields"], name=snapshot["name"],
+                                  source=snapshot["source"])
+    except (KeyError, TypeError) as exc:
+        raise BackendError(f"the kept backend profile is incomplete ({exc!r})") from None
+
+
+def is_profile_path(name_or_path: str | Path) -> bool:
+    """Whether :func:`load_profile` reads ``name_or_path`` as a file (a ``.toml`` name or a
+    path with a folder in it) rather than as a shipped profile's name."""
+    text = str(name_or_path)
+    return text.endswith(".toml") or "/" in text or "\\" in text
 
 
 def profile_difference(a: BackendProfile, b: BackendProfile) -> str | None:

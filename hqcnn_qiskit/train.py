@@ -30,7 +30,14 @@ from .checkpoint import (
     write_json,
 )
 from .data import DatasetSpec, augment_batch, load_split
-from .errors import CheckpointError, ConfigError, DataError, DivergedError, first_line
+from .errors import (
+    BackendError,
+    CheckpointError,
+    ConfigError,
+    DataError,
+    DivergedError,
+    first_line,
+)
 from .evaluate import evaluate_model
 from .model import HQCNN, ModelConfig, count_parameters
 from .profiles import (
@@ -168,6 +175,23 @@ def _check_writable(out: Path) -> None:
         raise ConfigError(f"cannot write to run folder {out}: {exc.strerror or exc}") from None
 
 
+def _check_same_profile(checkpoint: Path, kept: dict, given: dict) -> None:
+    """Refuse to resume a run kept with one backend profile on another that runs differently
+    (their names or paths may differ)."""
+    try:
+        differs = profile_difference(snapshot_profile(kept), snapshot_profile(given))
+    except BackendError as exc:
+        raise CheckpointError(f"{checkpoint}: {first_line(exc)}") from None
+    if differs is None:
+        return
+    if kept["source"] == given["source"]:
+        raise CheckpointError(f"the backend profile {given['source']} has changed since "
+                              f"{checkpoint} was trained with it ({differs})")
+    raise CheckpointError(f"{checkpoint} was trained with the backend profile {kept['source']}; "
+                          f"{given['source']} runs differently ({differs}); pass --backend "
+                          f"{kept['source'].removesuffix(' (shipped)')} to resume it")
+
+
 def _shown(value) -> str:
     """A config value as a user typed it (a dataset as ``breastmnist (28px)``)."""
     return value.describe() if isinstance(value, DatasetSpec) else repr(value)
@@ -235,7 +259,9 @@ def train(
     _check_writable(out)
     spec = config.dataset
 
-    snapshot = profile_snapshot(config.backend)  # kept with the run (see profiles)
+    # the profile is kept with the run (see profiles.profile_snapshot); the classical twin
+    # has no circuit, so its backend is only a name it ignores
+    snapshot = profile_snapshot(config.backend) if config.model != "classical" else None
     state = None
     if not resume and (out / "last.pt").exists():
         raise ConfigError(f"{out} already holds a run (last.pt): resume it (--resume, "
@@ -248,7 +274,8 @@ def train(
             raise CheckpointError(f"{out / 'last.pt'} has no usable training config "
                                   f"({first_line(exc)})") from None
         # a run that kept its profile is compared by what the profile says, not by its path
-        compared = [k for k in _IDENTITY if k != "backend" or "backend_profile" not in state]
+        kept = state.get("backend_profile") if snapshot else None
+        compared = [k for k in _IDENTITY if k != "backend" or not kept]
         clash = [k for k in compared if getattr(saved, k) != getattr(config, k)]
         if LR_SCHEDULES[config.lr_schedule][0] and saved.epochs != config.epochs:
             clash.append("epochs")  # the schedule's milestones move with the total
@@ -262,14 +289,8 @@ def train(
                 f"{out / 'last.pt'} was trained with {k}={_shown(getattr(saved, k))}, this run "
                 f"asks for {k}={_shown(getattr(config, k))}"
             )
-        if "backend_profile" in state:
-            kept = snapshot_profile(state["backend_profile"])
-            differs = profile_difference(kept, snapshot_profile(snapshot))
-            if differs:
-                raise CheckpointError(
-                    f"{out / 'last.pt'} was trained with the backend profile {kept.source}; "
-                    f"{snapshot['source']} differs from it ({differs})"
-                )
+        if kept:
+            _check_same_profile(out / "last.pt", kept, snapshot)
 
     seed_everything(config.seed)
     train_set = load_split(spec, "train", root=data_root, limit=config.limit_train, verify=verify)
@@ -277,7 +298,8 @@ def train(
     test_set = load_split(spec, "test", root=data_root, limit=config.limit_eval, verify=verify)
 
     init = torch.Generator().manual_seed(config.seed)
-    model = HQCNN(config=config.model_config(), backend=snapshot_profile(snapshot),
+    model = HQCNN(config=config.model_config(),
+                  backend=snapshot_profile(snapshot) if snapshot else config.backend,
                   generator=init)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     shuffle = torch.Generator().manual_seed(config.seed + 1)

@@ -122,7 +122,8 @@ def test_a_run_keeps_its_backend_profile(tmp_path, data_root, monkeypatch):
     monkeypatch.chdir(elsewhere)  # its profiles/mine.toml says 4096 shots
     model, _ = load_checkpoint_model(run / "best.pt")
     assert model.quantum.backend.profile.shots == 64 and model.quantum.backend.name == "mine"
-    with pytest.raises(CheckpointError, match=r"differs from it \(shots 64 vs 4096\)"):
+    with pytest.raises(CheckpointError, match=r"profiles/mine.toml has changed since .*last.pt "
+                                              r"was trained with it \(shots 64 vs 4096\)"):
         train(config, run, data_root=data_root, resume=True, progress=False)
     same = TrainConfig.from_dict({**config.to_dict(),
                                   "backend": str(project / "profiles" / "mine.toml")})
@@ -142,3 +143,12 @@ def test_metrics_json_is_strict_json(tmp_path):
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"test": {"acc": 1.0, "auc": None}, "seconds": [None, 2.5]}
+
+
+def test_the_classical_twin_ignores_its_backend(tmp_path, data_root):
+    """It has no circuit: a profile that does not exist or changed must not stop it."""
+    config = TrainConfig(backend="no_such_profile", **TINY)
+    train(config, tmp_path, data_root=data_root, progress=False, log=lambda *_: None)
+    again = train(config, tmp_path, data_root=data_root, resume=True, progress=False,
+                  log=lambda *_: None)
+    assert again["best_epoch"] == 1

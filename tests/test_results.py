@@ -33,6 +33,25 @@ def test_recipe_is_chosen_on_validation_auc_not_test(tmp_path):
     assert results.choose_recipe(tmp_path, "breastmnist", ["augment_wd", "plain"], [0, 1]) == "plain"
 
 
+def test_an_undefined_auc_written_as_null_reads_back_as_nan(tmp_path):
+    """metrics.json is strict JSON (NaN is written as null); the script's means and tables
+    expect NaN and used to crash on None."""
+    import math
+
+    from hqcnn_qiskit.checkpoint import write_json
+
+    for seed in (0, 1):
+        folder = results._cell(tmp_path, "breastmnist", "plain", "hqcnn", seed)
+        folder.mkdir(parents=True)
+        write_json(folder / "metrics.json", {"val": {"auc": 0.9 + seed / 100, "acc": 0.8},
+                                             "test": {"auc": math.nan, "acc": 0.8}})
+    runs = [results._load(results._cell(tmp_path, "breastmnist", "plain", "hqcnn", s))
+            for s in (0, 1)]
+    assert all(math.isnan(run["test"]["auc"]) for run in runs)
+    assert results._fmt([run["test"]["auc"] for run in runs]) == "nan ± nan"
+    assert results.choose_recipe(tmp_path, "breastmnist", ["plain"], [0, 1]) == "plain"
+
+
 @pytest.mark.parametrize("flag", ["--noisy-train-epochs", "--noise-limit", "--jobs"])
 def test_counts_must_be_positive(flag, capsys):
     with pytest.raises(SystemExit):
