@@ -269,7 +269,7 @@ def _backends(args) -> int:
     profiles = list_profiles()
     if args.json:
         print(to_json([{"name": p.name, "kind": p.kind, "device": p.device,
-                           "description": p.description} for p in profiles]))
+                        "description": p.description} for p in profiles]))
     else:
         width = max(len(p.name) for p in profiles)
         for p in profiles:
@@ -286,7 +286,6 @@ def _datasets(args) -> int:
     return 0
 
 
-#: What a Ctrl-C leaves behind, per command (infer and jobs name their journaled jobs).
 def _after_train(args) -> str:
     from pathlib import Path
 
@@ -295,7 +294,9 @@ def _after_train(args) -> str:
     return "no epoch had finished, so there is nothing to resume: train again without --resume"
 
 
-AFTER_INTERRUPT = {  # what a Ctrl-C leaves behind, per command: text, or a function of args
+#: What a Ctrl-C leaves behind, per command: text, or a function of the arguments (infer and
+#: jobs name their journaled jobs themselves).
+AFTER_INTERRUPT = {
     "train": _after_train,
     "evaluate": "nothing was written",
 }
