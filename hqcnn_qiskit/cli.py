@@ -286,6 +286,16 @@ def _datasets(args) -> int:
     return 0
 
 
+def _chosen_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The (sub)command parser that ``args`` went through last, e.g. ``jobs fetch``'s."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = getattr(args, subs[0].dest, None) if subs else None
+        if chosen is None:
+            return parser
+        parser = subs[0].choices[chosen]
+
+
 def _after_train(args) -> str:
     from pathlib import Path
 
@@ -305,7 +315,9 @@ AFTER_INTERRUPT = {
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``hqcnn-qiskit`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command they were given to, as its other errors are
+        _chosen_parser(parser, args).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
     except HQCNNError as exc:

@@ -220,7 +220,8 @@ def test_classical_twin_trains(tmp_path, data_root, capsys):
 @pytest.mark.parametrize(
     "args, needle, code",
     [
-        (["train", "--dataset", "breastmnist", "--out", "X", "--bogus"], "unrecognized arguments", 2),
+        (["train", "--dataset", "breastmnist", "--out", "X", "--bogus"],
+         "hqcnn-qiskit train: error: unrecognized arguments: --bogus", 2),
         (["train", "--dataset", "nosuchmnist", "--out", "X"], "unknown dataset", 1),
         (["train", "--dataset", "breastmnist", "--backend", "nosuch", "--out", "X"], "unknown backend", 1),
         (["train", "--dataset", "breastmnist", "--epochs", "0", "--out", "X"], "positive", 2),
