@@ -579,11 +579,16 @@ class DeviceBackend(QuantumBackend):
 
     def __init__(self, *, profile: BackendProfile):
         super().__init__(profile=profile)
-        self.device = fake_device(profile.device, where=f"{profile.source}: field 'device'")
-        self.target = self.device.target
+        self._open_device()
         self.transpiled: TranspiledCircuit | None = None
         self._pinned: QuantumCircuit | None = None
         self._estimator = None
+
+    def _open_device(self) -> None:
+        """The profile's device snapshot and its target (made anew for a copy)."""
+        self.device = fake_device(self.profile.device,
+                                  where=f"{self.profile.source}: field 'device'")
+        self.target = self.device.target
 
     @property
     def isa_circuit(self) -> QuantumCircuit | None:
@@ -661,9 +666,7 @@ class DeviceBackend(QuantumBackend):
         """Restore what :meth:`__getstate__` returned."""
         random = state.pop("_random")
         self.__dict__.update(state)
-        self.device = fake_device(self.profile.device,
-                                  where=f"{self.profile.source}: field 'device'")
-        self.target = self.device.target
+        self._open_device()
         if random is not None:
             self.set_rng_state(random)
 

@@ -19,9 +19,8 @@ from typing import Any
 
 from .errors import BackendError
 
-__all__ = ["BackendProfile", "MitigationSettings", "load_profile", "profile_from_toml",
-           "profile_snapshot", "snapshot_profile", "profile_difference", "list_profiles", "KINDS",
-           "ENGINES", "SLOW_TO_TRAIN", "EVAL_BATCH_SIZES", "DEFAULT_EVAL_BATCH_SIZE",
+__all__ = ["BackendProfile", "MitigationSettings", "load_profile", "profile_snapshot",
+           "snapshot_profile", "profile_difference", "list_profiles", "KINDS", "ENGINES", "SLOW_TO_TRAIN", "EVAL_BATCH_SIZES", "DEFAULT_EVAL_BATCH_SIZE",
            "eval_batch_size", "CONFIRM_ABOVE_SECONDS", "FIELDS", "FieldRule"]
 
 #: What each ``kind`` means; backends.py turns each into an object.
@@ -322,6 +321,12 @@ def load_profile(name_or_path: str | Path) -> BackendProfile:
     Raises:
         BackendError: Unknown name, unreadable file, or an invalid field.
     """
+    data, name, path = _read_profile(name_or_path)
+    return _profile_from_data(data, name=name, source=str(path))
+
+
+def _read_profile(name_or_path: str | Path) -> tuple[dict, str, Path]:
+    """A profile file's parsed fields, the profile's name and the file."""
     text = str(name_or_path)
     if is_profile_path(text):
         path = Path(text)
@@ -335,23 +340,9 @@ def load_profile(name_or_path: str | Path) -> BackendProfile:
             known = ", ".join(sorted(p.stem for p in profile_dir().glob("*.toml")))
             raise BackendError(f"unknown backend '{text}'; choose from: {known}")
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        return tomllib.loads(path.read_text(encoding="utf-8")), name, path
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise BackendError(f"{path}: not a readable TOML file ({exc})") from None
-    return profile_from_toml(text, name=name, source=str(path))
-
-
-def profile_from_toml(text: str, *, name: str, source: str) -> BackendProfile:
-    """A profile from the text of a profile file.
-
-    Raises:
-        BackendError: Not TOML, or an invalid field (the message names ``source``).
-    """
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise BackendError(f"{source}: not a readable TOML file ({exc})") from None
-    return _profile_from_data(data, name=name, source=source)
 
 
 def _profile_from_data(data: dict, *, name: str, source: str) -> BackendProfile:
@@ -375,12 +366,11 @@ def profile_snapshot(name_or_path: str | Path) -> dict:
     Raises:
         BackendError: As :func:`load_profile`.
     """
-    profile = load_profile(name_or_path)
-    text = Path(profile.source).read_text(encoding="utf-8")
+    data, name, path = _read_profile(name_or_path)
+    _profile_from_data(data, name=name, source=str(path))  # only a valid profile is kept
     shipped = not is_profile_path(name_or_path)
-    return {"name": profile.name,
-            "source": f"{profile.name} (shipped)" if shipped else str(name_or_path),
-            "fields": tomllib.loads(text)}
+    return {"name": name, "source": f"{name} (shipped)" if shipped else str(name_or_path),
+            "fields": data}
 
 
 def snapshot_profile(snapshot: dict) -> BackendProfile:
