@@ -62,7 +62,9 @@ class QuantumBackend:
         """
         prepared, obs = self.prepare(circuit, observables)
         estimator = self.estimator()
-        precision = self.profile.precision if self.profile.precision is not None else 0.0
+        # None (unset or 0) lets the estimator use its own default: exact values here, the
+        # profile's shots on sampling kinds; IBM's estimator refuses a precision of 0
+        precision = self.profile.precision or None
         return BatchedEstimatorQNN(
             circuit=prepared,
             estimator=estimator,

@@ -24,7 +24,7 @@ from .errors import (
     first_line,
 )
 from .model import HQCNN, ModelConfig
-from .profiles import DEFAULT_EVAL_BATCH_SIZE, eval_batch_size
+from .profiles import DEFAULT_EVAL_BATCH_SIZE, eval_batch_size, refuse_on_hardware
 
 __all__ = ["predict", "compute_metrics", "evaluate_model", "load_checkpoint_model", "evaluate_checkpoint",
            "trained_backend"]
@@ -243,7 +243,15 @@ def evaluate_checkpoint(
     Returns:
         ``{"acc", "auc", "n", "split", "backend", "dataset", "checkpoint", "task"}`` (and the
         scores).
+
+    Raises:
+        ConfigError: ``backend`` is IBM hardware (``hqcnn-qiskit infer`` runs a model there).
     """
+    if backend is not None:  # before the model is built: that would connect to the device
+        from .backends import get_backend
+
+        refuse_on_hardware(get_backend(backend).profile, "evaluate",
+                           "every batch would be a paid QPU job, neither estimated nor journaled")
     model, payload = load_checkpoint_model(checkpoint, backend=backend)
     if batch_size is None:
         kind = model.quantum.backend.profile.kind if model.is_quantum else None

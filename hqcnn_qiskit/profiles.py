@@ -20,7 +20,8 @@ from typing import Any
 from .errors import BackendError
 
 __all__ = ["BackendProfile", "MitigationSettings", "load_profile", "profile_snapshot",
-           "snapshot_profile", "profile_difference", "list_profiles", "KINDS", "ENGINES", "SLOW_TO_TRAIN", "EVAL_BATCH_SIZES", "DEFAULT_EVAL_BATCH_SIZE",
+           "snapshot_profile", "profile_difference", "list_profiles", "KINDS", "ENGINES", "SLOW_TO_TRAIN",
+           "ON_HARDWARE", "refuse_on_hardware", "EVAL_BATCH_SIZES", "DEFAULT_EVAL_BATCH_SIZE",
            "eval_batch_size", "CONFIRM_ABOVE_SECONDS", "FIELDS", "FieldRule"]
 
 #: What each ``kind`` means; backends.py turns each into an object.
@@ -35,6 +36,11 @@ KINDS = {
 #: training step runs 2 x 26 parameter-shift circuits per image through it (seconds per image).
 SLOW_TO_TRAIN = frozenset({"runtime_local", "runtime"})
 
+#: Kinds whose every circuit evaluation is a paid job on a QPU. ``train`` and
+#: ``evaluate_checkpoint`` refuse them (see :func:`refuse_on_hardware`); ``infer`` is the route to
+#: a device: one journaled job, estimated and confirmed before it is sent.
+ON_HARDWARE = frozenset({"runtime"})
+
 #: ``infer`` asks for ``--yes`` when a real-device submission is estimated above this many QPU
 #: seconds (5% of the Open plan's 10 minutes per 28 days).
 CONFIRM_ABOVE_SECONDS = 30.0
@@ -47,6 +53,23 @@ CONFIRM_ABOVE_SECONDS = 30.0
 #: overhead and a queue wait each).
 EVAL_BATCH_SIZES = {"runtime_local": 32}
 DEFAULT_EVAL_BATCH_SIZE = 256
+
+
+def refuse_on_hardware(profile: "BackendProfile", what: str, why: str) -> None:
+    """Raise for a profile of a kind in :data:`ON_HARDWARE`: ``what`` (``"train"``) does not run
+    there, because ``why``; the message names the route that does.
+
+    Raises:
+        ConfigError: The profile runs on IBM hardware.
+    """
+    from .errors import ConfigError
+
+    if profile.kind in ON_HARDWARE:
+        raise ConfigError(
+            f"{what} does not run on IBM hardware (backend {profile.name}): {why}. Train on "
+            "aer_noisy or fake_brisbane, then send the trained model with `hqcnn-qiskit infer "
+            f"--checkpoint RUN_DIR/best.pt --backend {profile.name}` (one journaled job, its cost "
+            "estimated first; --dry-run shows the estimate)")
 
 
 def eval_batch_size(kind: str | None) -> int:

@@ -45,6 +45,7 @@ from .profiles import (
     eval_batch_size,
     profile_difference,
     profile_snapshot,
+    refuse_on_hardware,
     snapshot_profile,
 )
 
@@ -253,6 +254,10 @@ def train(
 
     Returns:
         The contents of ``metrics.json``.
+
+    Raises:
+        ConfigError: The backend is IBM hardware (train on a simulator, then ``infer``), or the
+            run folder holds another run.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     out = Path(out)
@@ -262,6 +267,10 @@ def train(
     # the profile is kept with the run (see profiles.profile_snapshot); the classical twin
     # has no circuit, so its backend is only a name it ignores
     snapshot = profile_snapshot(config.backend) if config.model != "classical" else None
+    if snapshot:
+        refuse_on_hardware(snapshot_profile(snapshot), "training",
+                           "every step would be several paid QPU jobs (the forward pass and "
+                           "the parameter-shift gradients of each batch)")
     state = None
     if not resume and (out / "last.pt").exists():
         raise ConfigError(f"{out} already holds a run (last.pt): resume it (--resume, "

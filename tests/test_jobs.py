@@ -450,3 +450,44 @@ def test_a_model_on_ibm_runtime_refuses_to_be_pickled(tmp_path, cloud):
         pickle.dumps(net)
     net.quantum.set_backend("aer_ideal")
     assert TOKEN.encode() not in pickle.dumps(net)
+
+
+def test_train_and_evaluate_refuse_ibm_hardware_before_connecting(run, tmp_path, capsys):
+    """A training step or an evaluation batch on a QPU would be paid jobs nobody estimated or
+    journaled: both refuse, name `infer`, and never reach the service."""
+    calls = []
+    ibm.set_service_factory(lambda **kwargs: calls.append(kwargs))
+    code, _, err = _cli(capsys, "evaluate", "--checkpoint", run / "best.pt", "--backend",
+                        "ibm_least_busy", "--data-root", _root())
+    assert code == 1 and "Traceback" not in err
+    assert "evaluate does not run on IBM hardware (backend ibm_least_busy)" in err
+    assert "hqcnn-qiskit infer --checkpoint RUN_DIR/best.pt --backend ibm_least_busy" in err
+    out = tmp_path / "t"
+    code, _, err = _cli(capsys, "train", "--dataset", "breastmnist", "--backend", "ibm_brisbane",
+                        "--epochs", 1, "--data-root", _root(), "--out", out)
+    assert code == 1 and "training does not run on IBM hardware (backend ibm_brisbane)" in err
+    assert calls == [] and not (out / "last.pt").exists()
+    # the classical twin has no circuit: its backend is only a name, nothing to refuse
+    code, _, err = _cli(capsys, "train", "--dataset", "breastmnist", "--model", "classical",
+                        "--backend", "ibm_brisbane", "--epochs", 1, "--limit-train", 16,
+                        "--limit-eval", 16, "--data-root", _root(), "--out", out)
+    assert code == 0 and (out / "best.pt").is_file()
+
+
+@pytest.mark.parametrize("sampling", ["shots = 64", "precision = 0.125", ""])
+def test_a_model_on_ibm_runtime_runs_through_the_python_api(run, tmp_path, cloud, sampling):
+    """The API can still put a model on a device (one job per forward pass), whether the profile
+    gives shots, a precision, or neither (IBM's estimator refuses a precision of 0)."""
+    from hqcnn_qiskit.data import load_split
+    from hqcnn_qiskit.evaluate import load_checkpoint_model
+
+    text = RUNTIME.format(device="ibm_fez", mode="job").replace("shots = 256", sampling)
+    model, payload = load_checkpoint_model(run / "best.pt", backend=_profile(tmp_path, text))
+    spec = DatasetSpec.from_dict(payload["train_config"]["dataset"])
+    images = load_split(spec, "test", root=_root(), limit=4).tensors[0]
+    with torch.no_grad():
+        evs = model.quantum(model.features(images))
+    assert evs.shape == (4, 8) and torch.isfinite(evs).all() and cloud.submissions == 1
+    sent = next(iter(cloud.jobs.values())).payload
+    assert ('"default_shots": 64' in sent) == (sampling == "shots = 64")
+    assert ('"default_precision": 0.125' in sent) == (sampling == "precision = 0.125")
