@@ -41,7 +41,7 @@ import torch
 
 from .checkpoint import atomic_write, file_sha256, probe_writable
 from .errors import BackendError, CheckpointError, ConfigError, HQCNNError
-from .profiles import CONFIRM_ABOVE_SECONDS
+from .profiles import CONFIRM_ABOVE_SECONDS, shots_per_circuit
 
 __all__ = [
     "CONFIRM_ABOVE_SECONDS",
@@ -400,7 +400,7 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
         device_name = profile.device or profile.kind
         rep_delay = getattr(getattr(backend_obj, "device", None), "default_rep_delay", None)
     rows, weights = _rows(circuit, model, angles)
-    shots = profile.shots or 1024
+    shots = shots_per_circuit(profile)
     m = profile.mitigation
     bases = _measurement_bases(mapped)
     per_row = bases * shots * (len(m.zne_factors) if m.zne else 1)
@@ -496,7 +496,7 @@ def _save_inputs(plan: InferencePlan, submission: str) -> Path:
         "checkpoint_sha256": plan.checkpoint_sha256, "dataset": plan.dataset,
         "dataset_label": plan.dataset_label, "split": plan.split, "n": int(len(plan.rows)),
         "backend": plan.profile.name, "kind": plan.profile.kind, "device": plan.device_name,
-        "execution_mode": plan.profile.execution_mode, "shots": plan.profile.shots,
+        "execution_mode": plan.profile.execution_mode, "shots": shots_per_circuit(plan.profile),
         "parts": [list(p) for p in plan.parts], "weights": plan.weights,
         "parameters": [p.name for p in plan.circuit.parameters],
         "observables": [[(lbl, float(c.real)) for lbl, c in o.label_iter()]

@@ -41,7 +41,7 @@ from .measurement import group_qubitwise, pauli_terms
 from .mitigation import ReadoutCalibration, extrapolate, fold_two_qubit_gates, twirl_masks
 from .primitives.cache import IdentityCache
 from .primitives.statevector import single_threaded_blas, submit_inline
-from .profiles import ENGINES, BackendProfile, MitigationSettings
+from .profiles import ENGINES, BackendProfile, MitigationSettings, shots_per_circuit
 from .transpile import (
     IGNORED_OPS,
     TranspiledCircuit,
@@ -708,7 +708,7 @@ class AerNoisyBackend(DeviceBackend):
         else:
             runner = DensityRunner(self.target, seed=p.seed)
         return SamplingEstimator(
-            runner, shots=p.shots or 1024,
+            runner, shots=shots_per_circuit(p),
             mitigation=p.mitigation, target=self.target, seed=p.seed,
         )
 
@@ -724,9 +724,9 @@ class RuntimeLocalBackend(DeviceBackend):
         p = self.profile
         with warnings.catch_warnings():  # the legacy SamplerV2, deprecated in 0.50 (see ibm.py)
             warnings.simplefilter("ignore", DeprecationWarning)
-            sampler = SamplerV2(mode=self.device, options={"default_shots": p.shots or 1024})
+            sampler = SamplerV2(mode=self.device, options={"default_shots": shots_per_circuit(p)})
         return SamplingEstimator(
-            SamplerRunner(sampler, seed=p.seed), shots=p.shots or 1024, mitigation=p.mitigation,
+            SamplerRunner(sampler, seed=p.seed), shots=shots_per_circuit(p), mitigation=p.mitigation,
             target=self.target, seed=p.seed,
         )
 

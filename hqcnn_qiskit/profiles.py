@@ -21,7 +21,7 @@ from .errors import BackendError
 
 __all__ = ["BackendProfile", "MitigationSettings", "load_profile", "profile_snapshot",
            "snapshot_profile", "profile_difference", "list_profiles", "KINDS", "ENGINES", "SLOW_TO_TRAIN",
-           "ON_HARDWARE", "refuse_on_hardware", "EVAL_BATCH_SIZES", "DEFAULT_EVAL_BATCH_SIZE",
+           "ON_HARDWARE", "refuse_on_hardware", "DEFAULT_SHOTS", "shots_per_circuit", "EVAL_BATCH_SIZES", "DEFAULT_EVAL_BATCH_SIZE",
            "eval_batch_size", "CONFIRM_ABOVE_SECONDS", "FIELDS", "FieldRule"]
 
 #: What each ``kind`` means; backends.py turns each into an object.
@@ -55,7 +55,7 @@ EVAL_BATCH_SIZES = {"runtime_local": 32}
 DEFAULT_EVAL_BATCH_SIZE = 256
 
 
-def refuse_on_hardware(profile: "BackendProfile", what: str, why: str) -> None:
+def refuse_on_hardware(profile: BackendProfile, what: str, why: str) -> None:
     """Raise for a profile of a kind in :data:`ON_HARDWARE`: ``what`` (``"train"``) does not run
     there, because ``why``; the message names the route that does.
 
@@ -70,6 +70,22 @@ def refuse_on_hardware(profile: "BackendProfile", what: str, why: str) -> None:
             "aer_noisy or fake_brisbane, then send the trained model with `hqcnn-qiskit infer "
             f"--checkpoint RUN_DIR/best.pt --backend {profile.name}` (one journaled job, its cost "
             "estimated first; --dry-run shows the estimate)")
+
+
+#: Shots per circuit of a profile that sets neither ``shots`` nor ``precision``, by kind: our own
+#: samplers take 1024; IBM's estimator its default precision, 1/64, i.e. 4096.
+DEFAULT_SHOTS = {"runtime": 4096}
+
+
+def shots_per_circuit(profile: BackendProfile) -> int:
+    """The shots each circuit of ``profile`` gets: ``shots``; else what ``precision`` asks for
+    (⌈1/precision²⌉, as IBM's estimator converts it); else the kind's default
+    (:data:`DEFAULT_SHOTS`, 1024 where not listed)."""
+    if profile.shots:
+        return int(profile.shots)
+    if profile.precision:
+        return math.ceil(1.0 / profile.precision**2)
+    return DEFAULT_SHOTS.get(profile.kind, 1024)
 
 
 def eval_batch_size(kind: str | None) -> int:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,6 +143,7 @@ class FakeCloud:
         self.offline = offline
         self.jobs: dict[str, FakeJob] = {}
         self.submissions = 0
+        self.shots: list[int] = []  # per simulated job, as the service would run them
         self.service_kwargs: list[dict] = []
         self._scripts: list[Script] = []
         self._snapshots = {name: getattr(fake_provider, cls)()
@@ -198,7 +200,11 @@ class FakeCloud:
         from hqcnn_qiskit.noisy import AerRunner, SamplingEstimator
 
         inputs = json.loads(payload, cls=RuntimeDecoder)
-        shots = int(inputs.get("options", {}).get("default_shots") or 1024)
+        options = inputs.get("options", {})  # shots as IBM's estimator derives them
+        precision = options.get("default_precision")
+        shots = int(options.get("default_shots")
+                    or (math.ceil(1 / precision**2) if precision else 4096))
+        self.shots.append(shots)
         pubs = [EstimatorPub.coerce(p) for p in inputs["pubs"]]
         target = self._snapshots[device].target
         estimator = SamplingEstimator(AerRunner(target, seed=self.seed), shots=shots,

@@ -491,3 +491,20 @@ def test_a_model_on_ibm_runtime_runs_through_the_python_api(run, tmp_path, cloud
     sent = next(iter(cloud.jobs.values())).payload
     assert ('"default_shots": 64' in sent) == (sampling == "shots = 64")
     assert ('"default_precision": 0.125' in sent) == (sampling == "precision = 0.125")
+
+
+@pytest.mark.parametrize("sampling, shots", [("precision = 0.01", 10000), ("", 4096)])
+def test_the_estimate_counts_the_shots_ibm_will_run(run, tmp_path, cloud, capsys, sampling, shots):
+    """Without `shots`, IBM's estimator runs ⌈1/precision²⌉ shots (4096 at its default); the
+    estimate, and the --yes gate that reads it, count those, not a local default of 1024."""
+    text = RUNTIME.format(device="ibm_fez", mode="job").replace("shots = 256", sampling)
+    backend = _profile(tmp_path, text)
+    code, out, err = _infer(capsys, run, backend, "--dry-run", limit=32)
+    assert code == 0, err
+    assert f"32 rows x 2 measurement bases x {shots} shots" in out
+    # over 30 s of QPU time either way (at 1024 shots it would be ~20 s and go without asking)
+    code, _, err = _infer(capsys, run, backend, limit=32)
+    assert code == 1 and "rerun with --yes" in err and cloud.submissions == 0
+    code, _, err = _infer(capsys, run, backend, "--yes", limit=32)
+    assert code == 0, err
+    assert cloud.submissions == 1 and cloud.shots == [shots]
