@@ -45,6 +45,8 @@ __all__ = [
     "with_retries",
     "open_mode",
     "submit_estimator",
+    "tagged_job",
+    "SubmissionUnconfirmed",
     "job_state",
     "failure_reason",
     "job_failure",
@@ -226,21 +228,22 @@ def offline_snapshot(name: str):
 _TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` is worth retrying: a dropped connection, a timeout, HTTP 429 or 5xx."""
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    try:
-        import requests
+#: How qiskit-ibm-runtime words a request that never got an answer: its HTTP client wraps the
+#: ``requests`` error into ``RequestsApiError(status_code=-1)``, and a submission turns that into
+#: ``IBMRuntimeError("Failed to run program: ...")`` without the cause, so only the text is left.
+_NO_ANSWER = (r"max retries exceeded|connection (?:refused|aborted|reset)|remotedisconnected|"
+              r"timed out|name resolution|failed to resolve|temporarily unavailable|try again")
 
-        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
-            return True
-    except ImportError:  # pragma: no cover - requests comes with qiskit-ibm-runtime
-        pass
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int) and status in _TRANSIENT_STATUS:
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying: a dropped connection, a timeout, HTTP 429 or 5xx (as
+    raised by ``requests``, or as qiskit-ibm-runtime rewraps them)."""
+    if _network_cause(exc) is not None:
         return True
-    return bool(re.search(r"\b(429|50[0234])\b|temporarily unavailable|try again", str(exc), re.I))
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and (status in _TRANSIENT_STATUS or status == -1):
+        return True
+    return bool(re.search(rf"\b(429|50[0234])\b|{_NO_ANSWER}", str(exc), re.I))
 
 
 def _retry_delay() -> float:
@@ -250,14 +253,15 @@ def _retry_delay() -> float:
 def with_retries(fn: Callable, *, attempts: int = 5, delay: float | None = None,
                  log: Callable[[str], None] | None = None):
     """``fn()``, retried with exponential backoff (delay, 2·delay, 4·delay, ...) on transient
-    errors; any other error, or the last transient one, is raised."""
+    errors; any other error (a :class:`BackendError` always), or the last transient one, is
+    raised."""
     delay = _retry_delay() if delay is None else delay
     for attempt in range(attempts):
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001
-            if not is_transient(exc) or attempt == attempts - 1:
-                raise
+            if isinstance(exc, BackendError) or not is_transient(exc) or attempt == attempts - 1:
+                raise  # our own errors are verdicts, never retried
             wait = delay * 2**attempt
             if log:
                 log(f"transient service error ({scrub(exc)}); retrying in {wait:.0f} s")
@@ -294,18 +298,77 @@ def _estimator(mode, options: dict):
         return EstimatorV2(mode=mode, options=options)
 
 
-def submit_estimator(mode, pubs: Sequence, options: dict, *, log=None):
+class SubmissionUnconfirmed(BackendError):
+    """A submission's answer was lost and the service could not be asked whether it took the
+    job. ``tag`` is what the job carries if it exists."""
+
+    def __init__(self, message: str, tag: str):
+        super().__init__(message)
+        self.tag = tag
+
+
+def tagged_job(mode, tag: str):
+    """The job on the service behind ``mode`` that carries ``tag``, or None if there is none.
+
+    Raises:
+        Exception: Whatever the lookup raised (the service could not be asked).
+    """
+    found = list(mode.service.jobs(job_tags=[tag], limit=1))
+    return found[0] if found else None
+
+
+def submit_estimator(mode, pubs: Sequence, options: dict, *, tag: str | None = None, log=None):
     """Submit ``pubs`` as one ``EstimatorV2`` job in ``mode``; transient errors are retried.
+
+    With ``tag``, the job carries it (``environment.job_tags``), and when a request breaks off
+    without an answer (a dropped connection, a timeout, Ctrl-C), the service is asked for a job
+    with that tag before anything is sent again: a job it took before the answer was lost is
+    adopted, never submitted (and paid for) twice.
 
     Returns:
         The runtime job.
 
     Raises:
         BackendError: The service refused the job (the message is the service's reason).
+        SubmissionUnconfirmed: The answer was lost and the lookup by ``tag`` failed too.
+        KeyboardInterrupt: Ctrl-C while sending. Its ``job`` attribute is the job if the service
+            had taken it, None if it had not, and its ``unconfirmed`` attribute is true when the
+            service could not be asked.
     """
+    if tag is not None:
+        options = {**options, "environment": {**options.get("environment", {}), "job_tags": [tag]}}
+
+    def look_up(exc: BaseException):
+        try:
+            return tagged_job(mode, tag)
+        except Exception as failure:  # noqa: BLE001
+            if isinstance(exc, KeyboardInterrupt):
+                exc.unconfirmed = True
+                return None
+            raise SubmissionUnconfirmed(
+                f"the answer to the submission was lost ({scrub(exc)}) and IBM Quantum could not "
+                f"be asked whether it took the job ({scrub(failure)})", tag) from None
+
+    def send():
+        try:
+            return estimator.run(list(pubs))
+        except KeyboardInterrupt as interrupt:
+            interrupt.unconfirmed = False
+            interrupt.job = look_up(interrupt) if tag is not None else None
+            raise
+        except Exception as exc:
+            if tag is not None and is_transient(exc):
+                job = look_up(exc)
+                if job is not None:
+                    if log:
+                        log(f"the answer to the submission was lost ({scrub(exc)}); the service "
+                            f"had taken job {job.job_id()}")
+                    return job
+            raise
+
     try:
         estimator = _estimator(mode, options)
-        return with_retries(lambda: estimator.run(list(pubs)), log=log)
+        return with_retries(send, log=log)
     except BackendError:
         raise
     except Exception as exc:  # noqa: BLE001

@@ -54,6 +54,8 @@ __all__ = [
     "prepare_inference",
     "describe_plan",
     "submit_inference",
+    "job_tag",
+    "InterruptedSubmission",
     "infer",
     "fetch_job",
     "job_status",
@@ -539,6 +541,25 @@ def _journal(run_dir: Path, record: dict, *, index: bool = True, log: Log = _std
             "finds it in the run folder's journal")
 
 
+def job_tag(submission: str, part: int) -> str:
+    """The tag a runtime job of ``submission`` carries on IBM Quantum, so that it can be found
+    when its id never came back (``jobs fetch ID --run RUN_DIR`` adopts it by this tag)."""
+    return f"hqcnn-{submission}-p{part}"
+
+
+class InterruptedSubmission(KeyboardInterrupt):
+    """Ctrl-C while a job was on its way, and the service could not confirm whether it took it.
+
+    Attributes:
+        tag: The tag the job carries if it exists (see :func:`job_tag`).
+        run_dir: The run folder whose journal knows the tag.
+    """
+
+    def __init__(self, tag: str, run_dir: Path):
+        super().__init__(tag)
+        self.tag, self.run_dir = tag, run_dir
+
+
 def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stderr,
                      submitted: list | None = None) -> list[str]:
     """Submit the plan's jobs and journal each id as soon as it exists.
@@ -588,13 +609,32 @@ def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stde
         mode = ibm.open_mode(plan.backend, plan.profile.execution_mode)
         try:
             for part, (a, b) in enumerate(plan.parts):
-                job = ibm.submit_estimator(mode, [_pub(plan, a, b)], options, log=log)
+                tag = job_tag(submission, part)
+                _note(plan.run_dir, {**common, "event": "submitting", "part": part,
+                                     "rows": [a, b], "tag": tag, "time": _now()}, log=log)
+                interrupted = None
+                try:
+                    job = ibm.submit_estimator(mode, [_pub(plan, a, b)], options, tag=tag,
+                                               log=log)
+                except ibm.SubmissionUnconfirmed as exc:
+                    raise BackendError(f"{exc}; if it did, the job is tagged {tag}: find its id "
+                                       f"by that tag, then `hqcnn-qiskit jobs fetch JOB_ID --run "
+                                       f"{plan.run_dir}` adopts it; else rerun `infer`") from None
+                except KeyboardInterrupt as exc:  # keep a job the service had already taken
+                    job, interrupted = getattr(exc, "job", None), exc
+                    if job is None and getattr(exc, "unconfirmed", False):
+                        raise InterruptedSubmission(tag, plan.run_dir) from None
+                    if job is None:
+                        raise
                 job_id = job.job_id()
                 submitted.append(job_id)
                 _journal(plan.run_dir, {**common, "event": "submitted", "job_id": job_id,
-                                        "part": part, "rows": [a, b], "time": _now()}, log=log)
+                                        "part": part, "rows": [a, b], "tag": tag,
+                                        "time": _now()}, log=log)
                 ids.append(job_id)
                 log(f"submitted job {job_id} ({b - a} images) to {plan.device_name}")
+                if interrupted is not None:
+                    raise interrupted
         finally:
             if mode is not plan.backend:
                 try:  # closing a batch or session lets its submitted jobs run
@@ -688,6 +728,8 @@ def _find(job_id: str, *, run_dir=None) -> tuple[Path, dict, list[dict]]:
     if rec is None:
         rec = next((r for r in reversed(entries) if r.get("job_id") == job_id), None)
         if rec is None and run_dir is not None:
+            rec = _adopt(job_id, run_dir)
+        if rec is None and run_dir is not None:
             raise HQCNNError(f"unknown job id '{job_id}' (not in {run_dir / 'jobs.jsonl'})")
         if rec is None:
             raise HQCNNError(f"unknown job id '{job_id}' (not in {index}; `hqcnn-qiskit jobs "
@@ -706,6 +748,35 @@ def _find(job_id: str, *, run_dir=None) -> tuple[Path, dict, list[dict]]:
     journaled = {e.get("job_id") for e in events if e.get("event") == "submitted"}
     events += [{**r, "event": "submitted"} for r in indexed if r.get("job_id") not in journaled]
     return run_dir, meta, events
+
+
+def _adopt(job_id: str, run_dir: Path) -> dict | None:
+    """Journal a runtime job whose id never reached ``run_dir``'s journal (the process stopped
+    while it was being sent), found by its tag among the journal's ``submitting`` lines.
+
+    Returns:
+        Its ``submitted`` record, or None when no submission of this folder was left waiting for
+        an id, or the service does not know the job or it carries none of their tags.
+    """
+    waiting = {e.get("tag"): e for e in _read_lines(run_dir / "jobs.jsonl")
+               if e.get("event") == "submitting"}
+    waiting.pop(None, None)
+    if not waiting:
+        return None
+    from . import ibm
+
+    try:
+        job = ibm.with_retries(lambda: ibm.get_service().job(job_id))
+        tags = list(job.tags() if callable(job.tags) else job.tags)
+    except Exception:  # noqa: BLE001 - unknown to the service: reported as unknown here
+        return None
+    tag = next((t for t in tags if t in waiting), None)
+    if tag is None:
+        return None
+    record = {**{k: v for k, v in waiting[tag].items() if k != "tag"}, "event": "submitted",
+              "job_id": job_id, "tag": tag, "time": _now()}
+    _journal(run_dir, record)
+    return {**record, "run_dir": str(run_dir)}
 
 
 def job_status(job_id: str, *, run_dir=None) -> dict:
@@ -730,8 +801,12 @@ def job_status(job_id: str, *, run_dir=None) -> dict:
                 "reason": "a local job runs inside `infer`; that process ended before it finished"}
     from . import ibm
 
-    job = ibm.with_retries(lambda: ibm.get_service().job(job_id))
-    status = ibm.job_state(job)
+    job = _service_job(job_id)
+    try:
+        status = ibm.job_state(job)
+    except Exception as exc:  # noqa: BLE001 - what is left after the retries
+        raise BackendError(f"cannot reach IBM Quantum to ask about job {job_id} "
+                           f"({ibm.scrub(exc)}); try again later") from None
     if status in ("ERROR", "CANCELLED"):
         out["reason"] = ibm.failure_reason(job)
     return {**out, "status": status}
@@ -769,8 +844,12 @@ def fetch_job(job_id: str, *, run_dir=None, wait: bool = True, keep_scores: bool
     missing = [i for i in range(len(meta["parts"])) if i not in submitted]
     if missing:
         ranges = [meta["parts"][i] for i in missing]
+        tags = [e["tag"] for e in events if e.get("event") == "submitting"
+                and e.get("part") in missing and e.get("tag")]
+        maybe = (f"; if IBM Quantum took it, it is tagged {', '.join(tags)}: `hqcnn-qiskit jobs "
+                 f"fetch JOB_ID --run {run_dir}` with its id adopts it" if tags else "")
         raise HQCNNError(f"submission {meta['submission']} has no job for rows {ranges} (the "
-                         "process stopped while submitting); rerun `infer`")
+                         f"process stopped while submitting){maybe}; else rerun `infer`")
     results = []
     for part in range(len(meta["parts"])):
         path = folder / f"result_{part}.npy"
@@ -790,6 +869,10 @@ def fetch_job(job_id: str, *, run_dir=None, wait: bool = True, keep_scores: bool
     if evs.shape != (meta["n"], 8):
         raise HQCNNError(f"job {job_id} returned values of shape {evs.shape}, "
                          f"expected ({meta['n']}, 8)")
+    if not np.isfinite(evs).all():  # e.g. an exponential ZNE fit that diverged
+        bad = int((~np.isfinite(evs)).any(axis=1).sum())
+        raise HQCNNError(f"job {job_id} returned non-finite values for {bad} of {meta['n']} "
+                         "images (with ZNE: an extrapolation that diverged); no metrics from it")
     model, _ = load_checkpoint_model(checkpoint, backend="aer_ideal")
     spec = DatasetSpec.from_dict(meta["dataset"])
     with torch.no_grad():
@@ -829,15 +912,29 @@ def fetch_job(job_id: str, *, run_dir=None, wait: bool = True, keep_scores: bool
             **kept}
 
 
-def _collect(run_dir: Path, meta: dict, job_id: str, part: int, path: Path, *, wait: bool,
-             log: Log) -> None:
+def _service_job(job_id: str, *, log: Log | None = None):
+    """The service's job ``job_id``.
+
+    Raises:
+        BackendError: No account or no connection, or the service does not know the job.
+    """
     from . import ibm
 
     service = ibm.get_service()
     try:
-        job = ibm.with_retries(lambda: service.job(job_id), log=log)
+        return ibm.with_retries(lambda: service.job(job_id), log=log)
     except Exception as exc:  # noqa: BLE001
+        if ibm.is_transient(exc):
+            raise BackendError(f"cannot reach IBM Quantum to look up job {job_id} "
+                               f"({ibm.scrub(exc)}); try again later") from None
         raise BackendError(f"the service does not know job {job_id} ({ibm.scrub(exc)})") from None
+
+
+def _collect(run_dir: Path, meta: dict, job_id: str, part: int, path: Path, *, wait: bool,
+             log: Log) -> None:
+    from . import ibm
+
+    job = _service_job(job_id, log=log)
     common = {"job_id": job_id, "submission": meta["submission"], "part": part}
     try:
         if wait:
@@ -852,10 +949,23 @@ def _collect(run_dir: Path, meta: dict, job_id: str, part: int, path: Path, *, w
     except ibm.JobFailed as exc:
         _note(run_dir, {**common, "event": "failed", "reason": str(exc), "time": _now()}, log=log)
         raise
+    except HQCNNError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the connection stayed lost through the retries
+        raise BackendError(f"lost contact with IBM Quantum while waiting for job {job_id} "
+                           f"({ibm.scrub(exc)}); the job is journaled and keeps running: "
+                           f"`hqcnn-qiskit jobs fetch {job_id}` collects it later") from None
     try:
         result = ibm.with_retries(job.result, log=log)
     except Exception as exc:  # noqa: BLE001 - RuntimeJobFailureError and friends
-        raise ibm.JobFailed(f"job {job_id} failed: {ibm.scrub(exc)}") from None
+        if ibm.is_transient(exc):
+            raise BackendError(f"lost contact with IBM Quantum while downloading job {job_id} "
+                               f"({ibm.scrub(exc)}); `hqcnn-qiskit jobs fetch {job_id}` tries "
+                               "again") from None
+        failed = ibm.JobFailed(f"job {job_id} failed: {ibm.scrub(exc)}")
+        _note(run_dir, {**common, "event": "failed", "reason": str(failed), "time": _now()},
+              log=log)
+        raise failed from None
     evs = np.asarray(result[0].data.evs, dtype=float)
     _save_result(path.parent, part, evs, job_id=job_id,
                  retry="the service keeps the job: fetch again once the folder is writable")

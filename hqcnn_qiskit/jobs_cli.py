@@ -78,10 +78,17 @@ def _print_metrics(result: dict, as_json: bool, resamples: int) -> None:
                    tail=f"; predictions: {result['predictions']}")
 
 
-def _interrupted(command: str, job_ids: list[str]) -> int:
-    """Say what an interrupted ``infer`` or ``jobs fetch`` leaves behind: exactly ``job_ids``."""
+def _interrupted(command: str, job_ids: list[str], sending=None) -> int:
+    """Say what an interrupted ``infer`` or ``jobs fetch`` leaves behind: exactly ``job_ids``,
+    and, with ``sending`` (a :class:`~hqcnn_qiskit.jobs.InterruptedSubmission`), a job that
+    may have reached the service without its id coming back."""
     prefix = f"hqcnn-qiskit {command}: interrupted"
-    if not job_ids:
+    if sending is not None:
+        print(f"{prefix} while a job was being sent; IBM Quantum may have taken it, tagged "
+              f"{sending.tag}: find its id by that tag (the IBM Quantum jobs page, or "
+              f"QiskitRuntimeService().jobs(job_tags=['{sending.tag}'])), then `hqcnn-qiskit "
+              f"jobs fetch JOB_ID --run {sending.run_dir}` adopts it", file=sys.stderr)
+    elif not job_ids:
         print(f"{prefix} before any job was submitted; nothing was sent", file=sys.stderr)
         return 130
     remote = [j for j in job_ids if not j.startswith("local-")]
@@ -97,7 +104,7 @@ def _interrupted(command: str, job_ids: list[str]) -> int:
 
 
 def _infer_cmd(args) -> int:
-    from .jobs import infer
+    from .jobs import InterruptedSubmission, infer
 
     submitted: list[str] = []  # this invocation's job ids, filled as each one exists
     try:
@@ -105,8 +112,9 @@ def _infer_cmd(args) -> int:
                        data_root=args.data_root, verify=not args.no_verify, dry_run=args.dry_run,
                        wait=not args.no_wait, yes=args.yes, keep_scores=True,
                        submitted=submitted)
-    except KeyboardInterrupt:
-        return _interrupted("infer", submitted)
+    except KeyboardInterrupt as exc:
+        sending = exc if isinstance(exc, InterruptedSubmission) else None
+        return _interrupted("infer", submitted, sending)
     if result.get("dry_run"):
         if args.json:
             print(to_json({k: result[k] for k in ("plan", "estimate", "isa", "offline")}))

@@ -69,6 +69,10 @@ class Script:
             accepted, as if the user pressed Ctrl-C while the submission was on the wire.
         on_submit: Called with the job once the service has accepted it, before ``_run``
             returns (e.g. to make a journal unwritable in that instant).
+        lost_after_accept: Once the service has accepted the job, its answer is lost: ``"read
+            timeout"`` raises what qiskit-ibm-runtime 0.51 raises for a read timeout of the
+            submission (``IBMRuntimeError("Failed to run program: ...")`` without a cause),
+            ``"interrupt"`` a ``KeyboardInterrupt`` (Ctrl-C while the answer was on its way).
     """
 
     statuses: list = field(default_factory=lambda: ["QUEUED", "RUNNING", "DONE"])
@@ -78,6 +82,7 @@ class Script:
     interrupt_on_status: int | None = None
     interrupt_on_submit: bool = False
     on_submit: Callable | None = None
+    lost_after_accept: str | None = None
 
 
 class FakeJob:
@@ -96,13 +101,19 @@ class FakeJob:
     def job_id(self) -> str:
         return self._id
 
+    @property
+    def tags(self) -> list:
+        return list(self.options.get("job_tags") or [])
+
     def status(self) -> str:
         self.status_calls += 1
         s = self.script
         if s.interrupt_on_status == self.status_calls:
             raise KeyboardInterrupt
-        if self.status_calls <= s.status_failures:
-            raise ConnectionError("Connection aborted: RemoteDisconnected")
+        if self.status_calls <= s.status_failures:  # as the runtime's HTTP client wraps it
+            raise RequestsApiError("HTTPSConnectionPool(host='quantum.cloud.ibm.com', port=443): "
+                                   "Max retries exceeded (Caused by ConnectionError('Connection "
+                                   "aborted.', RemoteDisconnected()))", status_code=-1)
         k = self.status_calls - 1 - s.status_failures
         return s.statuses[min(max(k, 0), len(s.statuses) - 1)]
 
@@ -143,6 +154,7 @@ class FakeCloud:
         self.offline = offline
         self.jobs: dict[str, FakeJob] = {}
         self.submissions = 0
+        self.lookup_fails = False  # service.jobs(...) (the lookup by tag) cannot be reached
         self.shots: list[int] = []  # per simulated job, as the service would run them
         self.service_kwargs: list[dict] = []
         self._scripts: list[Script] = []
@@ -262,4 +274,21 @@ class FakeService:
         cloud.submissions += 1
         if script.on_submit is not None:
             script.on_submit(job)
+        if script.lost_after_accept == "interrupt":
+            raise KeyboardInterrupt
+        if script.lost_after_accept == "read timeout":
+            from qiskit_ibm_runtime.exceptions import IBMRuntimeError
+
+            raise IBMRuntimeError(
+                "Failed to run program: HTTPSConnectionPool(host='quantum.cloud.ibm.com', "
+                "port=443): Read timed out. (read timeout=300)")
         return job
+
+    def jobs(self, limit=10, job_tags=None, **kwargs):
+        """The lookup of jobs by tag, newest first."""
+        if self.cloud.lookup_fails:
+            raise RequestsApiError("HTTPSConnectionPool(host='quantum.cloud.ibm.com', port=443): "
+                                   "Max retries exceeded", status_code=-1)
+        found = [j for j in reversed(self.cloud.jobs.values())
+                 if set(job_tags or ()) <= set(j.tags)]
+        return found[:limit] if limit else found

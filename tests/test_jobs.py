@@ -508,3 +508,103 @@ def test_the_estimate_counts_the_shots_ibm_will_run(run, tmp_path, cloud, capsys
     code, _, err = _infer(capsys, run, backend, "--yes", limit=32)
     assert code == 0, err
     assert cloud.submissions == 1 and cloud.shots == [shots]
+
+
+# A submission whose answer is lost: found by its tag, never paid for twice ---------------------
+def test_a_lost_submission_answer_is_adopted_not_paid_twice(run, tmp_path, cloud, capsys):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    cloud.script(lost_after_accept="read timeout")  # the service took it; the answer timed out
+    code, out, err = _infer(capsys, run, backend, "--json")
+    assert code == 0, err
+    job_id = json.loads(out)["job_id"]
+    assert cloud.submissions == 1 and f"the service had taken job {job_id}" in err
+    journal = [json.loads(line) for line in (run / "jobs.jsonl").read_text().splitlines()]
+    tag = next(e["tag"] for e in journal if e.get("job_id") == job_id and e["event"] == "submitted")
+    assert cloud.jobs[job_id].tags == [tag]
+
+
+def test_ctrl_c_while_the_answer_is_on_its_way_keeps_the_job(run, tmp_path, cloud, capsys):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    cloud.script(lost_after_accept="interrupt")
+    code, _, err = _infer(capsys, run, backend)
+    job_id = next(iter(cloud.jobs))
+    assert code == 130 and f"job(s) {job_id} keep running" in err
+    code, out, err = _cli(capsys, "jobs", "fetch", job_id, "--json")
+    assert code == 0, err
+    assert json.loads(out)["job_id"] == job_id and cloud.submissions == 1
+
+
+def test_an_unconfirmed_submission_is_adopted_by_its_tag(run, tmp_path, cloud, capsys):
+    """Ctrl-C as the service takes the job, and the lookup by tag fails too: the message gives the
+    tag, and `jobs fetch ID --run RUN_DIR` adopts the job once its id is known."""
+    folder = _fresh_run(run, tmp_path / "r")
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    cloud.lookup_fails = True
+    cloud.script(lost_after_accept="interrupt")
+    code, _, err = _infer(capsys, folder, backend)
+    job_id = next(iter(cloud.jobs))
+    tag = cloud.jobs[job_id].tags[0]
+    assert code == 130 and f"IBM Quantum may have taken it, tagged {tag}" in err
+    assert f"jobs fetch JOB_ID --run {folder}" in err and job_id not in err
+    assert job_id not in (folder / "jobs.jsonl").read_text()
+    code, _, err = _cli(capsys, "jobs", "fetch", job_id)  # the index never heard of it
+    assert code == 1 and "unknown job id" in err
+    other = _fresh_run(run, tmp_path / "other")  # a folder without that tag does not adopt it
+    (other / "jobs.jsonl").write_text(json.dumps({"event": "submitting", "tag": "hqcnn-x-p0",
+                                                  "submission": "x", "part": 0}) + "\n")
+    code, _, err = _cli(capsys, "jobs", "fetch", job_id, "--run", other)
+    assert code == 1 and "unknown job id" in err
+    cloud.lookup_fails = False
+    code, out, err = _cli(capsys, "jobs", "fetch", job_id, "--run", folder, "--json")
+    assert code == 0, err
+    assert json.loads(out)["job_id"] == job_id and cloud.submissions == 1
+    code, out, _ = _cli(capsys, "jobs", "list", "--json")  # now in the index as well
+    assert job_id in [j["job_id"] for j in json.loads(out)]
+
+
+def test_a_lost_answer_that_cannot_be_checked_is_not_sent_again(run, tmp_path, cloud, capsys):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    cloud.lookup_fails = True
+    cloud.script(lost_after_accept="read timeout")
+    code, _, err = _infer(capsys, run, backend)
+    assert code == 1 and cloud.submissions == 1 and "Traceback" not in err
+    assert "could not be asked whether it took the job" in err and "--run" in err
+
+
+def test_is_transient_knows_how_the_runtime_words_a_lost_connection():
+    from qiskit_ibm_runtime.api.exceptions import RequestsApiError
+    from qiskit_ibm_runtime.exceptions import IBMRuntimeError
+
+    assert ibm.is_transient(RequestsApiError("HTTPSConnectionPool(host='x', port=443): Max "
+                                             "retries exceeded", status_code=-1))
+    assert ibm.is_transient(IBMRuntimeError("Failed to run program: HTTPSConnectionPool("
+                                            "host='x', port=443): Read timed out."))
+    assert ibm.is_transient(IBMRuntimeError("Failed to run program: '503 Server Error'"))
+    assert not ibm.is_transient(IBMRuntimeError("Failed to run program: '400 Client Error: Bad "
+                                                "Request'. Error code: 1517."))
+
+
+def test_a_connection_lost_while_waiting_or_asking_is_one_line(run, tmp_path, cloud, capsys):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    cloud.script(status_failures=10)  # more than the retries
+    code, _, err = _infer(capsys, run, backend)
+    job_id = next(iter(cloud.jobs))
+    assert code == 1 and "Traceback" not in err
+    assert f"lost contact with IBM Quantum while waiting for job {job_id}" in err
+    assert f"jobs fetch {job_id}` collects it later" in err
+    del cloud.jobs[job_id]  # journaled here, unknown to the service
+    code, _, err = _cli(capsys, "jobs", "status", job_id)
+    assert code == 1 and f"the service does not know job {job_id}" in err and "Traceback" not in err
+
+
+def test_non_finite_values_give_no_metrics(run, tmp_path, capsys):
+    folder = _fresh_run(run, tmp_path / "r")
+    code, out, err = _infer(capsys, folder, "aer_ideal", "--json")
+    assert code == 0, err
+    job_id = json.loads(out)["job_id"]
+    result = next((folder / "jobs").glob("*/result_0.npy"))
+    evs = np.load(result)
+    evs[1, 3] = np.inf
+    np.save(result, evs)
+    code, _, err = _cli(capsys, "jobs", "fetch", job_id)
+    assert code == 1 and "non-finite values for 1 of 8 images" in err
