@@ -92,8 +92,8 @@ def scrub(text: object) -> str:
     token = _token()
     if token:
         out = out.replace(token, "***")
-    return re.sub(r"(?i)(token|apikey|api_key|authorization)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",}]+",
-                  r"\1\2***", out)
+    return re.sub(r"(?i)(token|api[-_ ]?key|authorization)(['\"]?\s*[:=]\s*['\"]?)"
+                  r"(?:(?:bearer|basic|apikey)\s+)?[^\s'\",}]+", r"\1\2***", out)
 
 
 #: The qiskit-ibm-runtime logger that warns "Loading account with the given token..." on every
@@ -394,7 +394,10 @@ def failure_reason(job) -> str:
 def job_failure(job, status: str) -> JobFailed:
     """The :class:`JobFailed` for ``job`` ended in ``status`` (ERROR or CANCELLED), with the
     service's reason."""
-    return JobFailed(f"job {job.job_id()} {status.lower()}: {failure_reason(job)}")
+    reason = failure_reason(job)
+    if status == "CANCELLED" and reason == "no reason given":  # the service gives none for it
+        reason = "by you, an administrator of the instance, or the service; it gave no reason"
+    return JobFailed(f"job {job.job_id()} {status.lower()}: {reason}")
 
 
 def wait_for_job(job, *, poll: float | None = None, timeout: float | None = None,
@@ -462,6 +465,13 @@ class RuntimeBackend(QuantumBackend):
         if self._mode is None:
             self._mode = open_mode(self.device, self.profile.execution_mode)
         return _estimator(self._mode, runtime_options(self.profile))
+
+    def close(self) -> None:
+        """Close the batch or session this backend opened (its submitted jobs still run); the
+        next batch of work opens a new one."""
+        mode, self._mode = self._mode, None
+        if mode is not None and mode is not self._device:
+            mode.close()
 
     def __getstate__(self):
         """Refused: the live service connection (with its account) must not reach a pickle, and

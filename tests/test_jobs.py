@@ -608,3 +608,31 @@ def test_non_finite_values_give_no_metrics(run, tmp_path, capsys):
     np.save(result, evs)
     code, _, err = _cli(capsys, "jobs", "fetch", job_id)
     assert code == 1 and "non-finite values for 1 of 8 images" in err
+
+
+@pytest.mark.parametrize("text", ["Authorization: Bearer eyJ.abc-123", "api-key: abc-123",
+                                  "{'apikey': 'abc-123'}", "token=abc-123 and more"])
+def test_scrub_masks_credentials_in_every_shape(text, monkeypatch):
+    monkeypatch.delenv("QISKIT_IBM_TOKEN", raising=False)  # not known: only the shape can tell
+    assert "abc-123" not in ibm.scrub(text) and "***" in ibm.scrub(text)
+
+
+def test_a_cancelled_job_says_who_may_have_cancelled_it(run, tmp_path, cloud, capsys):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    cloud.script(statuses=["QUEUED", "CANCELLED"])
+    code, _, err = _infer(capsys, run, backend)
+    assert code == 1 and "cancelled: by you, an administrator of the instance, or the service" in err
+
+
+def test_runtime_backend_closes_its_batch(tmp_path, cloud):
+    from hqcnn_qiskit.backends import get_backend
+
+    backend = get_backend(_profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="batch")))
+    backend.estimator()
+    batch = backend._mode  # noqa: SLF001
+    closed = []
+    batch.close = lambda: closed.append(True)
+    backend.close()
+    assert closed == [True] and backend._mode is None  # noqa: SLF001
+    backend.close()  # nothing open: nothing to do
+    assert closed == [True]
