@@ -528,9 +528,9 @@ def _plots(out: Path, docs: Path, chosen: dict[str, str], seeds: list[int]) -> l
 
 def _recipe_table(out: Path, dataset: str, recipes: list[str], seeds: list[int],
                   chosen: str, limit_eval: int | None = None) -> list[str]:
-    from medmnist import INFO
+    from hqcnn_qiskit.data import import_medmnist
 
-    n_val = min(INFO[dataset]["n_samples"]["val"], limit_eval or 10**9)
+    n_val = min(import_medmnist().INFO[dataset]["n_samples"]["val"], limit_eval or 10**9)
     if len(recipes) == 1:  # e.g. a rerun with more seeds of the recipe chosen before
         why = (f"Recipe: **{chosen}**, fixed by `--recipes`: no choice was made in this run. "
                "The recipe itself was chosen by the full protocol (see the main report).")

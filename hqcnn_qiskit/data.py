@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import sys
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,6 +24,7 @@ from . import validate
 from .errors import ConfigError, DataError, first_line
 
 __all__ = [
+    "import_medmnist",
     "DatasetSpec",
     "SPLITS",
     "SIZES",
@@ -37,10 +41,36 @@ SIZES = (28, 64, 128, 224)
 DATA_ROOT_ENV = "HQCNN_DATA_ROOT"
 
 
-def _info() -> dict:
-    from medmnist import INFO
+def import_medmnist():
+    """``import medmnist``, with Ctrl-C held back until it is done (then delivered as usual).
 
-    return INFO
+    medmnist's ``__init__`` imports its dataset classes inside a bare ``try/except``: a Ctrl-C
+    landing there is swallowed (it prints "Please install the required packages") and can leave
+    pandas half-imported, to fail later with a traceback. Every use of medmnist here comes
+    through this function first.
+
+    Returns:
+        The ``medmnist`` module.
+    """
+    if "medmnist.evaluator" in sys.modules:
+        return sys.modules["medmnist"]
+    held: list = []
+    hold = threading.current_thread() is threading.main_thread()  # handlers live there only
+    if hold:
+        previous = signal.signal(signal.SIGINT, lambda *args: held.append(args))
+    try:
+        import medmnist
+        import medmnist.evaluator  # noqa: F401 - what the bare except would have hidden
+    finally:
+        if hold:
+            signal.signal(signal.SIGINT, previous)
+    if held:
+        signal.raise_signal(signal.SIGINT)  # the Ctrl-C held back, to the usual handler
+    return medmnist
+
+
+def _info() -> dict:
+    return import_medmnist().INFO
 
 
 def list_datasets() -> list[str]:
@@ -163,9 +193,7 @@ def resolve_data_root(root: str | os.PathLike | None) -> tuple[Path, bool]:
     env = os.environ.get(DATA_ROOT_ENV)
     if env:
         return Path(env).expanduser(), False
-    from medmnist.info import DEFAULT_ROOT
-
-    return Path(DEFAULT_ROOT), True
+    return Path(import_medmnist().info.DEFAULT_ROOT), True
 
 
 def dataset_file(spec: DatasetSpec, root: Path) -> tuple[Path, str]:
@@ -207,8 +235,7 @@ def _check_file(spec: DatasetSpec, root: Path, download: bool, verify: bool) -> 
 def _download(spec: DatasetSpec, root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     try:
-        import medmnist
-
+        medmnist = import_medmnist()
         getattr(medmnist, spec.info["python_class"])(
             split="train", root=str(root), size=spec.size, download=True
         )
@@ -230,8 +257,7 @@ def subset_indices(n: int, limit: int | None) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _read(flag: str, size: int, split: str, root: str, mtime: float):
-    import medmnist
-
+    medmnist = import_medmnist()
     cls = getattr(medmnist, _info()[flag]["python_class"])
     dataset = cls(split=split, root=root, size=size, download=False)
     return np.asarray(dataset.imgs), np.asarray(dataset.labels)

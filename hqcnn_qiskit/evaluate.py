@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from . import validate
 from .checkpoint import load_checkpoint
-from .data import DatasetSpec, load_split
+from .data import DatasetSpec, import_medmnist, load_split
 from .errors import (
     BackendError,
     CheckpointError,
@@ -95,8 +95,10 @@ def predict(
 
 def compute_metrics(spec: DatasetSpec, labels: torch.Tensor, scores: np.ndarray) -> dict:
     """ACC and AUC with medmnist's evaluator functions for the spec's task."""
-    from medmnist.evaluator import getACC, getAUC
     from sklearn.exceptions import UndefinedMetricWarning
+
+    evaluator = import_medmnist().evaluator
+    getACC, getAUC = evaluator.getACC, evaluator.getAUC
 
     y_true = labels.numpy()
     if len(y_true) < 2:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,3 +157,32 @@ def test_augment_batch_shifts_and_mirrors_within_bounds():
     assert torch.equal(out, again), "the same generator state gives the same batch"
     plain = augment_batch(images, torch.Generator().manual_seed(3), shift=0, flip=False)
     assert torch.equal(plain, images) and plain is not images
+
+
+def test_ctrl_c_while_medmnist_imports_is_not_swallowed():
+    """medmnist's __init__ imports its datasets in a bare try/except, which swallowed a Ctrl-C
+    landing there (printing "Please install the required packages"); it now arrives just after
+    the import, which completes."""
+    import subprocess
+
+    probe = (
+        "import builtins, os, signal, sys\n"
+        "real = builtins.__import__\n"
+        "def spy(name, *args, **kwargs):\n"
+        "    if name == 'medmnist.dataset' and 'medmnist.dataset' not in sys.modules:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C inside medmnist's try block\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = spy\n"
+        "from hqcnn_qiskit.data import import_medmnist\n"
+        "try:\n"
+        "    import_medmnist()\n"
+        "    print('not interrupted')\n"
+        "except KeyboardInterrupt:\n"
+        "    builtins.__import__ = real\n"
+        "    import medmnist\n"
+        "    print('interrupted', hasattr(medmnist, 'BreastMNIST'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    assert done.stdout.strip() == "interrupted True", done.stdout + done.stderr
+    assert "Please install" not in done.stdout
