@@ -92,10 +92,26 @@ def probe_writable(folder: str | os.PathLike) -> None:
                 break
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read from /proc where it can be, so that no other
+    thread ever sees it changed)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write) -> None:
     """Create ``path`` through ``write(handle)`` on a binary temporary file in the same folder,
     flushed to disk and renamed over ``path``: a crash leaves the old file or the new one, never
-    half of one, and no temporary file."""
+    half of one, and no temporary file. The file gets the permissions of any new file (0666
+    less the umask), not the owner-only ones of a temporary file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -103,6 +119,7 @@ def atomic_write(path: str | os.PathLike, write) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -3,6 +3,7 @@ work, and what reaches a checkpoint is plain Python that ``weights_only`` loadin
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -152,3 +153,17 @@ def test_the_classical_twin_ignores_its_backend(tmp_path, data_root):
     again = train(config, tmp_path, data_root=data_root, resume=True, progress=False,
                   log=lambda *_: None)
     assert again["best_epoch"] == 1
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    """Run folders on a shared disk: results are as readable as any file the user creates (a
+    temporary file is owner-only, and the rename used to keep that)."""
+    from hqcnn_qiskit.checkpoint import atomic_write
+
+    previous = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "metrics.json", lambda fh: fh.write(b"{}"))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == mode
