@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import atomic_write, file_sha256, probe_writable
+from .checkpoint import atomic_write, file_sha256, probe_writable, save_checkpoint
 from .errors import BackendError, CheckpointError, ConfigError, HQCNNError
 from .profiles import CONFIRM_ABOVE_SECONDS, shots_per_circuit
 
@@ -251,6 +251,7 @@ class InferencePlan:
     isa_stats: dict
     backend: object = None  # the local backend object, or the IBM device
     notes: list = field(default_factory=list)
+    head: dict = field(default_factory=dict)  # model config and head weights, kept for fetching
 
 
 def _saved_circuit(run_dir: Path, train_backend, device_name: str, target):
@@ -426,6 +427,7 @@ def prepare_inference(checkpoint, *, backend: str, split: str = "test", limit: i
         offline_note=offline_note, circuit_source=source, circuit=circuit, observables=mapped,
         physical_qubits=tuple(int(q) for q in qubits), rows=rows, parts=parts, estimate=estimate,
         isa_stats=isa, backend=backend_obj, notes=notes,
+        head={"model_config": payload["model_config"], "weights": model.head.state_dict()},
     )
 
 
@@ -493,6 +495,9 @@ def _save_inputs(plan: InferencePlan, submission: str) -> Path:
     atomic_write(folder / "inputs.npz",
                  lambda fh: np.savez(fh, indices=plan.indices, labels=plan.labels,
                                      angles=plan.angles, rows=plan.rows))
+    # the head the values go through, so that training on (or deleting) the checkpoint before
+    # the job is fetched cannot strand it
+    save_checkpoint(folder / "head.pt", plan.head)
     meta = {
         "submission": submission, "created": _now(), "checkpoint": str(plan.checkpoint),
         "checkpoint_sha256": plan.checkpoint_sha256, "dataset": plan.dataset,
@@ -836,7 +841,7 @@ def fetch_job(job_id: str, *, run_dir=None, wait: bool = True, keep_scores: bool
             yet (``wait=False``), or a checkpoint that changed since submission.
     """
     from .data import DatasetSpec
-    from .evaluate import compute_metrics, load_checkpoint_model
+    from .evaluate import compute_metrics
 
     run_dir, meta, events = _find(job_id, run_dir=run_dir)
     folder = run_dir / "jobs" / meta["submission"]
@@ -863,9 +868,7 @@ def fetch_job(job_id: str, *, run_dir=None, wait: bool = True, keep_scores: bool
     evs = np.concatenate(results)
     inputs = np.load(folder / "inputs.npz")
     checkpoint = Path(meta["checkpoint"])
-    if not checkpoint.is_file() or file_sha256(checkpoint) != meta["checkpoint_sha256"]:
-        raise CheckpointError(f"{checkpoint} changed or disappeared since job {job_id} was "
-                              "submitted; the head would not match the circuit weights")
+    head = _submitted_head(folder, checkpoint, meta, job_id, log=log)
     if evs.shape != (meta["n"], 8):
         raise HQCNNError(f"job {job_id} returned values of shape {evs.shape}, "
                          f"expected ({meta['n']}, 8)")
@@ -873,10 +876,9 @@ def fetch_job(job_id: str, *, run_dir=None, wait: bool = True, keep_scores: bool
         bad = int((~np.isfinite(evs)).any(axis=1).sum())
         raise HQCNNError(f"job {job_id} returned non-finite values for {bad} of {meta['n']} "
                          "images (with ZNE: an extrapolation that diverged); no metrics from it")
-    model, _ = load_checkpoint_model(checkpoint, backend="aer_ideal")
     spec = DatasetSpec.from_dict(meta["dataset"])
     with torch.no_grad():
-        logits = model.head(torch.as_tensor(evs, dtype=torch.float32))
+        logits = head(torch.as_tensor(evs, dtype=torch.float32))
         scores = (torch.sigmoid(logits) if spec.multilabel else torch.softmax(logits, 1))
     scores = scores.double().numpy()
     labels = torch.as_tensor(inputs["labels"])
@@ -928,6 +930,32 @@ def _service_job(job_id: str, *, log: Log | None = None):
             raise BackendError(f"cannot reach IBM Quantum to look up job {job_id} "
                                f"({ibm.scrub(exc)}); try again later") from None
         raise BackendError(f"the service does not know job {job_id} ({ibm.scrub(exc)})") from None
+
+
+def _submitted_head(folder: Path, checkpoint: Path, meta: dict, job_id: str, *, log: Log):
+    """The dense head the job's values go through: the one saved with the submission, or for a
+    submission made before heads were saved, the checkpoint's, if it has not changed since.
+
+    Raises:
+        CheckpointError: No saved head, and the checkpoint changed or disappeared.
+    """
+    from .checkpoint import load_checkpoint
+    from .evaluate import load_checkpoint_model
+    from .model import HQCNN, ModelConfig
+
+    unchanged = checkpoint.is_file() and file_sha256(checkpoint) == meta["checkpoint_sha256"]
+    if (folder / "head.pt").is_file():
+        saved = load_checkpoint(folder / "head.pt")
+        model = HQCNN(config=ModelConfig(**saved["model_config"]), backend="aer_ideal")
+        model.head.load_state_dict(saved["weights"])
+        if not unchanged:
+            log(f"note: {checkpoint} changed or disappeared since job {job_id} was submitted; "
+                "its head as it was then (saved with the submission) is used")
+        return model.head.eval()
+    if not unchanged:
+        raise CheckpointError(f"{checkpoint} changed or disappeared since job {job_id} was "
+                              "submitted; the head would not match the circuit weights")
+    return load_checkpoint_model(checkpoint, backend="aer_ideal")[0].head
 
 
 def _collect(run_dir: Path, meta: dict, job_id: str, part: int, path: Path, *, wait: bool,

@@ -636,3 +636,29 @@ def test_runtime_backend_closes_its_batch(tmp_path, cloud):
     assert closed == [True] and backend._mode is None  # noqa: SLF001
     backend.close()  # nothing open: nothing to do
     assert closed == [True]
+
+
+def test_fetch_uses_the_head_saved_at_submission(run, tmp_path, capsys):
+    """Training on (or deleting) the checkpoint before a paid job is fetched does not strand the
+    job: the head it goes through is saved with the submission."""
+    from hqcnn_qiskit.checkpoint import load_checkpoint, save_checkpoint
+
+    folder = _fresh_run(run, tmp_path / "r")
+    code, out, err = _infer(capsys, folder, "aer_ideal", "--json", "--bootstrap", 0)
+    assert code == 0, err
+    first = json.loads(out)
+    csv_file = next((folder / "jobs").glob("*/predictions.csv"))
+    predictions = csv_file.read_text()  # per-image scores
+    payload = load_checkpoint(folder / "best.pt")  # "train on": other head weights
+    payload["model"] = {k: (v + 1.0 if k.startswith("head.") else v)
+                        for k, v in payload["model"].items()}
+    save_checkpoint(folder / "best.pt", payload)
+    code, out, err = _cli(capsys, "jobs", "fetch", first["job_id"], "--json", "--bootstrap", 0)
+    assert code == 0, err
+    assert "changed or disappeared since job" in err and "saved with the submission" in err
+    again = json.loads(out)
+    assert (again["acc"], again["auc"]) == (first["acc"], first["auc"])
+    assert csv_file.read_text() == predictions
+    next((folder / "jobs").glob("*/head.pt")).unlink()  # a submission from before heads were kept
+    code, _, err = _cli(capsys, "jobs", "fetch", first["job_id"])
+    assert code == 1 and "the head would not match the circuit weights" in err
