@@ -16,8 +16,26 @@ from .jsonio import to_json
 __all__ = ["main", "build_parser"]
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends each option with its default, where it has a meaningful one."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if (default is None or default is False or default == () or default == argparse.SUPPRESS
+                or "%(default)" in text
+                or "default" in text or not action.option_strings):
+            return action.help
+        shown = f"{action.default:.4g}" if isinstance(action.default, float) else "%(default)s"
+        return f"{text} (default: {shown})".lstrip()
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors."""
+    """argparse with one-line errors and defaults in the help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):  # noqa: D401 - argparse API
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -68,7 +86,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="folder with the MedMNIST .npz files (default: $HQCNN_DATA_ROOT, else "
                         "medmnist's folder with download)")
     p.add_argument("--no-verify", action="store_true",
-                   help="skip the MD5 check of the data file (for your own files)")
+                   help="skip the MD5 check of the data file (a re-packed file; its split "
+                        "sizes must still be the official ones)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,14 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the HQCNN, or its classical twin (circuit -> Linear(4,8)+tanh)")
     p.add_argument("--backend", default="aer_ideal",
                    help="backend profile name or .toml path (see `hqcnn-qiskit backends`)")
-    p.add_argument("--epochs", type=_positive_int, default=30)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=_positive_int, default=30, help="training epochs")
+    p.add_argument("--seed", type=int, default=0, help="seeds weights, shuffling and shots")
     p.add_argument("--batch-size", type=_at_least_two, default=128, help="at least 2")
-    p.add_argument("--lr", type=_positive_float, default=1e-3)
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="Adam learning rate")
     p.add_argument("--lr-schedule", default="constant", choices=("constant", "step"),
                    help="step: lr x0.1 from half and from three quarters of the epochs on "
                         "(MedMNIST v2)")
-    p.add_argument("--weight-decay", type=_non_negative_float, default=0.0)
+    p.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
+                   help="Adam weight decay")
     p.add_argument("--augment", action="store_true",
                    help="randomly shift (up to 2 px) and mirror training images")
     p.add_argument("--layers", type=_positive_int, default=1, help="U3 + CNOT-ring repetitions")
@@ -121,8 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="ACC/AUC of a checkpoint on a split",
                        description="Evaluate a checkpoint on an official split, optionally on "
                                    "another backend than it was trained on.")
-    p.add_argument("--checkpoint", required=True, metavar="PATH")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="RUN_DIR/best.pt (the dataset and model come from it)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="official split to score")
     p.add_argument("--backend", help="run the circuit here (default: the training backend)")
     p.add_argument("--limit", type=_at_least_two, metavar="N", help="a fixed subset of N images")
     p.add_argument("--bootstrap", type=_resamples, default=2000, metavar="N",
