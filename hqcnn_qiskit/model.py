@@ -418,12 +418,12 @@ class HQCNN(nn.Module):
         return isinstance(self.quantum, QuantumLayer)
 
     def check_images(self, x) -> None:
-        """Check that ``x`` is a batch this model takes (see the class docstring); shape and
-        dtype only, never the values, so that it costs nothing per training step.
+        """Check that ``x`` is a batch this model takes (see the class docstring): shape, dtype,
+        and one pass over the values for their range (a max, far below a convolution's cost).
 
         Raises:
-            DataError: Not a tensor, not 4-D, not floating point or not the model's dtype, or
-                the wrong channels or size.
+            DataError: Not a tensor, not 4-D, not floating point or not the model's dtype, the
+                wrong channels or size, or values outside [-1, 1] (e.g. unscaled 0-255 pixels).
         """
         config = self.config
         if not isinstance(x, torch.Tensor):
@@ -444,6 +444,12 @@ class HQCNN(nn.Module):
         if x.shape[2] != config.image_size or x.shape[3] != config.image_size:
             raise DataError(f"images are {x.shape[2]}x{x.shape[3]} px, the model takes "
                             f"{config.image_size}x{config.image_size}")
+        if x.numel():
+            peak = float(x.detach().abs().amax())
+            if not peak <= 1.0 + 1e-4:  # NaN fails too
+                raise DataError(f"image values reach {peak:g}; the model takes images scaled to "
+                                "[-1, 1] as load_split returns them (from 0-255 pixels: "
+                                "x / 127.5 - 1)")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The classical front: images to rotation angles (what ``infer`` computes locally).

@@ -238,6 +238,9 @@ def test_float64_model_runs_and_matches_float32(net):
         (_images(size=64), "images are 64x64 px, the model takes 28x28"),
         (_images()[..., :20], "images are 28x20 px, the model takes 28x28"),
         (np.zeros((3, 1, 28, 28), dtype=np.float32), "images must be a torch.Tensor"),
+        (torch.full((3, 1, 28, 28), 255.0), "image values reach 255; the model takes images scaled to "
+                                  "[-1, 1]"),
+        (torch.full((3, 1, 28, 28), float("nan")), "image values reach nan"),
     ],
 )
 def test_forward_rejects_images_the_model_does_not_take(net, images, message):
