@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 
 from .errors import HQCNNError
@@ -335,7 +336,26 @@ AFTER_INTERRUPT = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``hqcnn-qiskit`` console script."""
+    """Entry point of the ``hqcnn-qiskit`` console script (``argv``: arguments instead of the
+    command line, as tests and scripts call it)."""
+    code = _run(argv)
+    if code == 130 and argv is None:
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End the program now, after a Ctrl-C: a simulation still running on a worker thread
+    (qiskit's primitive jobs run on ``concurrent.futures`` pool threads, which the interpreter
+    joins at exit) would otherwise hold the exit for as long as it takes, 10-20 s on
+    ``fake_brisbane``. Everything worth keeping is written by then (files are replaced
+    atomically), and the interrupt message is out."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the command they were given to, as its other errors are

@@ -571,3 +571,24 @@ def test_json_reports_are_strict_json_with_every_key(capsys):
     report_metrics(one_class, resamples=300, as_json=False, on="aer_ideal")
     line = capsys.readouterr().out
     assert "(ACC: exact binomial); another" in line  # no AUC interval, so no AUC method
+
+
+def test_ctrl_c_ends_the_program_without_waiting_for_worker_threads():
+    """After Ctrl-C the console script exits at once (130), although a simulation is still
+    running on a pool thread (qiskit's primitive jobs run there, and the interpreter would
+    join the pool at exit: 10-20 s on fake_brisbane)."""
+    probe = (
+        "import sys, time\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "from hqcnn_qiskit import cli\n"
+        "ThreadPoolExecutor(1).submit(time.sleep, 600)  # a long simulation in flight\n"
+        "def interrupted(args):\n"
+        "    raise KeyboardInterrupt\n"
+        "cli._datasets = interrupted\n"
+        "sys.argv = ['hqcnn-qiskit', 'datasets']\n"
+        "sys.exit(cli.main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "hqcnn-qiskit datasets: interrupted"
