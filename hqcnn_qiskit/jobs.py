@@ -679,9 +679,10 @@ def _save_result(folder: Path, part: int, evs: np.ndarray, *, job_id: str, retry
 
 
 def _note(run_dir: Path, record: dict, *, log: Log) -> None:
-    """Append a state change (``done``, ``fetched``, ``failed``) to the run journal. Those lines
-    only inform ``jobs list`` (the result files are what counts), so a failed write is a
-    warning."""
+    """Append a state change (``submitting``, ``done``, ``fetched``, ``failed``) to the run
+    journal. Those lines inform ``jobs list`` and, for ``submitting``, keep the tag by which a
+    job whose id was lost can be adopted; the result files are what counts, so a failed write
+    is a warning."""
     try:
         _append_line(run_dir / "jobs.jsonl", record)
     except OSError as exc:
@@ -768,12 +769,13 @@ def _adopt(job_id: str, run_dir: Path) -> dict | None:
     waiting.pop(None, None)
     if not waiting:
         return None
-    from . import ibm
+    from .ibm import ServiceUnavailable
 
     try:
-        job = ibm.with_retries(lambda: ibm.get_service().job(job_id))
-        tags = list(job.tags() if callable(job.tags) else job.tags)
-    except Exception:  # noqa: BLE001 - unknown to the service: reported as unknown here
+        tags = list(_service_job(job_id).tags)
+    except ServiceUnavailable:  # no account or no network: said as such
+        raise
+    except HQCNNError:  # the service does not know the job: reported as unknown here
         return None
     tag = next((t for t in tags if t in waiting), None)
     if tag is None:
@@ -838,7 +840,8 @@ def fetch_job(job_id: str, *, run_dir=None, wait: bool = True, keep_scores: bool
 
     Raises:
         HQCNNError: Unknown job id, a failed job (with the service's reason), a job not finished
-            yet (``wait=False``), or a checkpoint that changed since submission.
+            yet (``wait=False``), or, for a submission made before the head was saved with
+            it, a checkpoint that changed since.
     """
     from .data import DatasetSpec
     from .evaluate import compute_metrics
