@@ -237,7 +237,11 @@ _NO_ANSWER = (r"max retries exceeded|connection (?:refused|aborted|reset)|remote
 
 def is_transient(exc: BaseException) -> bool:
     """Whether ``exc`` is worth retrying: a dropped connection, a timeout, HTTP 429 or 5xx (as
-    raised by ``requests``, or as qiskit-ibm-runtime rewraps them)."""
+    raised by ``requests``, or as qiskit-ibm-runtime rewraps them). A job's own failure never
+    is, whatever its reason says."""
+    if type(exc).__name__ in ("RuntimeJobFailureError", "RuntimeJobNotFound",
+                              "RuntimeJobMaxTimeoutError"):
+        return False
     if _network_cause(exc) is not None:
         return True
     status = getattr(exc, "status_code", None)

@@ -582,6 +582,10 @@ def test_is_transient_knows_how_the_runtime_words_a_lost_connection():
     assert ibm.is_transient(IBMRuntimeError("Failed to run program: '503 Server Error'"))
     assert not ibm.is_transient(IBMRuntimeError("Failed to run program: '400 Client Error: Bad "
                                                 "Request'. Error code: 1517."))
+    from qiskit_ibm_runtime.exceptions import RuntimeJobFailureError
+
+    assert not ibm.is_transient(RuntimeJobFailureError("Unable to retrieve job result. Error "
+                                                       "code 1305; the job timed out"))
 
 
 def test_a_connection_lost_while_waiting_or_asking_is_one_line(run, tmp_path, cloud, capsys):
