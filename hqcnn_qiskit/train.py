@@ -8,11 +8,12 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -49,7 +50,7 @@ from .profiles import (
     snapshot_profile,
 )
 
-__all__ = ["TrainConfig", "train"]
+__all__ = ["TrainConfig", "train", "train_or_reuse"]
 
 # Fields that define what is trained; a resume must agree on all of them.
 _IDENTITY = ("dataset", "model", "layers", "attention", "angle_scale", "angle_norm", "backend",
@@ -439,3 +440,47 @@ def train(
     write_json(out / "metrics.json", metrics)
     log(f"best epoch {best['epoch']}: test acc {test['acc']:.4f} auc {test['auc']:.4f} -> {out}")
     return metrics
+
+
+def train_or_reuse(config: TrainConfig, out: str | os.PathLike, **kwargs) -> tuple[dict, Path]:
+    """:func:`train`, reusing what ``out`` already holds: for notebooks and scripts that are
+    run again, with more epochs, fewer, or other settings.
+
+    - No run in ``out``: train one.
+    - A run with the same settings (epochs aside) that has trained at least ``config.epochs``
+      epochs: reused as it is (its ``metrics.json``, which then covers all its epochs; a run
+      stopped before writing it is tested again); shorter: trained on to ``config.epochs``.
+    - A run with other settings (another seed, say): left alone; this one goes to ``out-2``
+      (or ``-3``, ...), and ``log`` says so.
+
+    Args:
+        config: What to train.
+        out: The run folder.
+        **kwargs: Passed to :func:`train` (``data_root``, ``progress``, ``log``, ...).
+
+    Returns:
+        The metrics and the run folder they belong to.
+    """
+    log = kwargs.get("log") or (lambda msg: print(msg, file=sys.stderr))
+    folder = base = Path(out)
+    for n in range(2, 10**6):
+        if not (folder / "last.pt").exists():
+            return train(config, folder, **kwargs), folder
+        kept = load_checkpoint(folder / "last.pt")
+        stored = kept.get("train_config") or {}
+        other = [k for k, v in config.to_dict().items() if k != "epochs" and stored.get(k) != v]
+        if not other:
+            break
+        log(f"{folder} holds a run with other settings ({', '.join(other)}); "
+            f"using {base.name}-{n} instead")
+        folder = base.with_name(f"{base.name}-{n}")
+    done = int(kept["epoch"]) + 1
+    if done < config.epochs:
+        return train(config, folder, resume=True, **kwargs), folder
+    saved = folder / "metrics.json"
+    metrics = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
+    if len(metrics.get("history", [])) != done:  # stopped before it wrote metrics.json
+        metrics = train(replace(config, epochs=done), folder, resume=True, **kwargs)
+    log(f"reusing {folder}: it has trained {done} epochs (this run asks for {config.epochs}); "
+        "delete the folder to train afresh")
+    return metrics, folder

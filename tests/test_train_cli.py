@@ -592,3 +592,28 @@ def test_ctrl_c_ends_the_program_without_waiting_for_worker_threads():
                           timeout=120)
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip() == "hqcnn-qiskit datasets: interrupted"
+
+
+def test_train_or_reuse_reuses_trains_on_or_moves_aside(tmp_path, data_root):
+    """What notebooks run again need: the same run is reused, a shorter one trained on, and a
+    run with other settings left alone (the new one goes beside it)."""
+    from dataclasses import replace
+
+    from hqcnn_qiskit.train import train_or_reuse
+
+    lines: list[str] = []
+    options = {"data_root": data_root, "progress": False, "log": lines.append}
+    config = TrainConfig(dataset=DatasetSpec("breastmnist"), model="classical", epochs=2,
+                         limit_train=32, limit_eval=16, batch_size=16)
+    out = tmp_path / "run"
+    first, folder = train_or_reuse(config, out, **options)
+    assert folder == out and len(first["history"]) == 2
+    again, folder = train_or_reuse(replace(config, epochs=1), out, **options)
+    assert folder == out and again == first
+    assert lines[-1].startswith(f"reusing {out}: it has trained 2 epochs (this run asks for 1)")
+    longer, folder = train_or_reuse(replace(config, epochs=3), out, **options)
+    assert folder == out and len(longer["history"]) == 3
+    other, folder = train_or_reuse(replace(config, seed=1), out, **options)
+    assert folder == tmp_path / "run-2" and len(other["history"]) == 2
+    assert f"{out} holds a run with other settings (seed); using run-2 instead" in lines
+    assert int(load_checkpoint(out / "last.pt")["epoch"]) + 1 == 3  # the old run, untouched
