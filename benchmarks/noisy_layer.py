@@ -34,7 +34,7 @@ def training_step(backend, batch: int, steps: int = 2) -> tuple[list[float], dic
     torch.manual_seed(0)
     model = get_model("hqcnn", backend=backend, generator=torch.Generator().manual_seed(0))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.randn(batch, 1, 28, 28)
+    x = torch.rand(batch, 1, 28, 28) * 2 - 1  # images in [-1, 1], as load_split gives
     y = torch.randint(0, 2, (batch,))
     times, stats = [], {}
     for _ in range(steps):

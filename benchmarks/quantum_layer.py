@@ -62,7 +62,7 @@ class _ClassicalStep:
         torch.manual_seed(0)
         self.model = get_model("classical")
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
-        self.x = torch.randn(batch, 1, 28, 28)
+        self.x = torch.rand(batch, 1, 28, 28) * 2 - 1  # images in [-1, 1], as load_split gives
         self.y = torch.randint(0, 2, (batch,))
 
     def __call__(self) -> float:

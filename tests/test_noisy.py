@@ -135,7 +135,7 @@ def test_batched_gradient_on_the_noiseless_sampler_is_one_call_and_correct(logic
 def test_model_runs_on_aer_noisy_with_progress_stats():
     model = get_model("hqcnn", backend="aer_noisy", generator=torch.Generator().manual_seed(0))
     backend = model.quantum.backend
-    out = model(torch.randn(2, 1, 28, 28))
+    out = model(torch.rand(2, 1, 28, 28) * 2 - 1)
     out.sum().backward()
     assert torch.isfinite(model.quantum.connector.weight.grad).all()
     assert model.quantum.connector.weight.grad.abs().sum() > 0
