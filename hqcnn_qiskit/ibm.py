@@ -324,50 +324,60 @@ def tagged_job(mode, tag: str):
 def submit_estimator(mode, pubs: Sequence, options: dict, *, tag: str | None = None, log=None):
     """Submit ``pubs`` as one ``EstimatorV2`` job in ``mode``; transient errors are retried.
 
-    With ``tag``, the job carries it (``environment.job_tags``), and when a request breaks off
-    without an answer (a dropped connection, a timeout, Ctrl-C), the service is asked for a job
-    with that tag before anything is sent again: a job it took before the answer was lost is
-    adopted, never submitted (and paid for) twice.
+    With ``tag``, the job carries it (``environment.job_tags``). When a request breaks off
+    without an answer (a dropped connection, a timeout), the service is asked for a job with
+    that tag before anything is sent again (after the backoff, so that a job the service was
+    still creating is found too), and once more after the last attempt: a job it took before
+    the answer was lost is adopted, never submitted (and paid for) twice. After Ctrl-C it is
+    asked at once.
 
     Returns:
         The runtime job.
 
     Raises:
         BackendError: The service refused the job (the message is the service's reason).
-        SubmissionUnconfirmed: The answer was lost and the lookup by ``tag`` failed too.
+        SubmissionUnconfirmed: An answer was lost and the lookup by ``tag`` failed too.
         KeyboardInterrupt: Ctrl-C while sending. Its ``job`` attribute is the job if the service
-            had taken it, None if it had not, and its ``unconfirmed`` attribute is true when the
-            service could not be asked.
+            had taken it, None if it had not; ``unconfirmed`` is true when the service could not
+            be asked (also after a second Ctrl-C during the lookup).
     """
     if tag is not None:
         options = {**options, "environment": {**options.get("environment", {}), "job_tags": [tag]}}
+    lost: list[BaseException] = []  # the attempts whose answer was lost
 
-    def look_up(exc: BaseException):
+    def look_up():
         try:
-            return tagged_job(mode, tag)
+            return with_retries(lambda: tagged_job(mode, tag), log=log)
         except Exception as failure:  # noqa: BLE001
-            if isinstance(exc, KeyboardInterrupt):
-                exc.unconfirmed = True
-                return None
             raise SubmissionUnconfirmed(
-                f"the answer to the submission was lost ({scrub(exc)}) and IBM Quantum could not "
-                f"be asked whether it took the job ({scrub(failure)})", tag) from None
+                f"the answer to the submission was lost ({scrub(lost[-1])}) and IBM Quantum "
+                f"could not be asked whether it took the job ({scrub(failure)})", tag) from None
+
+    def adopted():
+        job = look_up() if tag is not None and lost else None
+        if job is not None and log:
+            log(f"the answer to the submission was lost ({scrub(lost[-1])}); the service had "
+                f"taken job {job.job_id()}")
+        return job
 
     def send():
+        job = adopted()
+        if job is not None:
+            return job
         try:
             return estimator.run(list(pubs))
         except KeyboardInterrupt as interrupt:
-            interrupt.unconfirmed = False
-            interrupt.job = look_up(interrupt) if tag is not None else None
+            interrupt.job, interrupt.unconfirmed = None, tag is not None
+            if tag is not None:
+                lost.append(interrupt)
+                try:
+                    interrupt.job, interrupt.unconfirmed = look_up(), False
+                except (SubmissionUnconfirmed, KeyboardInterrupt):  # a second Ctrl-C included
+                    pass
             raise
         except Exception as exc:
             if tag is not None and is_transient(exc):
-                job = look_up(exc)
-                if job is not None:
-                    if log:
-                        log(f"the answer to the submission was lost ({scrub(exc)}); the service "
-                            f"had taken job {job.job_id()}")
-                    return job
+                lost.append(exc)
             raise
 
     try:
@@ -376,7 +386,11 @@ def submit_estimator(mode, pubs: Sequence, options: dict, *, tag: str | None = N
     except BackendError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise BackendError(f"the job was not accepted: {scrub(exc)}") from None
+        job = adopted() if is_transient(exc) else None  # the last attempt's answer was lost
+        if job is not None:
+            return job
+        maybe = f"; if IBM Quantum took it after all, it is tagged {tag}" if lost else ""
+        raise BackendError(f"the job was not accepted: {scrub(exc)}{maybe}") from None
 
 
 def job_state(job, *, log: Callable[[str], None] | None = None) -> str:

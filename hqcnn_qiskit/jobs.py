@@ -627,7 +627,7 @@ def submit_inference(plan: InferencePlan, *, yes: bool = False, log: Log = _stde
                                        f"{plan.run_dir}` adopts it; else rerun `infer`") from None
                 except KeyboardInterrupt as exc:  # keep a job the service had already taken
                     job, interrupted = getattr(exc, "job", None), exc
-                    if job is None and getattr(exc, "unconfirmed", False):
+                    if job is None and getattr(exc, "unconfirmed", True):
                         raise InterruptedSubmission(tag, plan.run_dir) from None
                     if job is None:
                         raise

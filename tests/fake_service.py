@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,6 +98,7 @@ class FakeJob:
         self.script = script
         self.status_calls = 0
         self._result = None
+        self.created = time.monotonic()
 
     def job_id(self) -> str:
         return self._id
@@ -154,7 +156,8 @@ class FakeCloud:
         self.offline = offline
         self.jobs: dict[str, FakeJob] = {}
         self.submissions = 0
-        self.lookup_fails = False  # service.jobs(...) (the lookup by tag) cannot be reached
+        self.lookup_failures = 0  # how many lookups by tag (service.jobs) fail to connect
+        self.visible_after = 0.0  # seconds after its creation before a lookup finds a job
         self.shots: list[int] = []  # per simulated job, as the service would run them
         self.service_kwargs: list[dict] = []
         self._scripts: list[Script] = []
@@ -286,9 +289,12 @@ class FakeService:
 
     def jobs(self, limit=10, job_tags=None, **kwargs):
         """The lookup of jobs by tag, newest first."""
-        if self.cloud.lookup_fails:
+        if self.cloud.lookup_failures > 0:
+            self.cloud.lookup_failures -= 1
             raise RequestsApiError("HTTPSConnectionPool(host='quantum.cloud.ibm.com', port=443): "
                                    "Max retries exceeded", status_code=-1)
+        now = time.monotonic()
         found = [j for j in reversed(self.cloud.jobs.values())
-                 if set(job_tags or ()) <= set(j.tags)]
+                 if set(job_tags or ()) <= set(j.tags)
+                 and now >= j.created + self.cloud.visible_after]
         return found[:limit] if limit else found

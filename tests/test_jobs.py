@@ -539,7 +539,7 @@ def test_an_unconfirmed_submission_is_adopted_by_its_tag(run, tmp_path, cloud, c
     tag, and `jobs fetch ID --run RUN_DIR` adopts the job once its id is known."""
     folder = _fresh_run(run, tmp_path / "r")
     backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
-    cloud.lookup_fails = True
+    cloud.lookup_failures = 10**6
     cloud.script(lost_after_accept="interrupt")
     code, _, err = _infer(capsys, folder, backend)
     job_id = next(iter(cloud.jobs))
@@ -554,7 +554,7 @@ def test_an_unconfirmed_submission_is_adopted_by_its_tag(run, tmp_path, cloud, c
                                                   "submission": "x", "part": 0}) + "\n")
     code, _, err = _cli(capsys, "jobs", "fetch", job_id, "--run", other)
     assert code == 1 and "unknown job id" in err
-    cloud.lookup_fails = False
+    cloud.lookup_failures = 0
     code, out, err = _cli(capsys, "jobs", "fetch", job_id, "--run", folder, "--json")
     assert code == 0, err
     assert json.loads(out)["job_id"] == job_id and cloud.submissions == 1
@@ -564,7 +564,7 @@ def test_an_unconfirmed_submission_is_adopted_by_its_tag(run, tmp_path, cloud, c
 
 def test_a_lost_answer_that_cannot_be_checked_is_not_sent_again(run, tmp_path, cloud, capsys):
     backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
-    cloud.lookup_fails = True
+    cloud.lookup_failures = 10**6
     cloud.script(lost_after_accept="read timeout")
     code, _, err = _infer(capsys, run, backend)
     assert code == 1 and cloud.submissions == 1 and "Traceback" not in err
@@ -666,3 +666,34 @@ def test_fetch_uses_the_head_saved_at_submission(run, tmp_path, capsys):
     next((folder / "jobs").glob("*/head.pt")).unlink()  # a submission from before heads were kept
     code, _, err = _cli(capsys, "jobs", "fetch", first["job_id"])
     assert code == 1 and "the head would not match the circuit weights" in err
+
+
+def test_a_job_the_service_was_still_creating_is_found_after_the_backoff(run, tmp_path, cloud,
+                                                                         capsys, monkeypatch):
+    """After a read timeout the service may not list the job yet: the lookup waits for the
+    backoff, and a lookup that fails once is retried, so nothing is sent twice."""
+    monkeypatch.setenv("HQCNN_RETRY_DELAY", "0.3")
+    cloud.visible_after = 0.1  # listed a little after it was created
+    cloud.lookup_failures = 1  # and the first lookup meets a dropped connection
+    cloud.script(lost_after_accept="read timeout")
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    code, _, err = _infer(capsys, run, backend)
+    assert code == 0, err
+    assert cloud.submissions == 1 and "the service had taken job" in err
+
+
+def test_a_second_ctrl_c_during_the_lookup_still_gives_the_tag(run, tmp_path, cloud, capsys,
+                                                                monkeypatch):
+    backend = _profile(tmp_path, RUNTIME.format(device="ibm_fez", mode="job"))
+    cloud.script(lost_after_accept="interrupt")
+
+    def impatient(*args, **kwargs):  # Ctrl-C again while the lookup waits on the network
+        raise KeyboardInterrupt
+
+    from fake_service import FakeService
+
+    monkeypatch.setattr(FakeService, "jobs", impatient)
+    code, _, err = _infer(capsys, run, backend)
+    tag = next(iter(cloud.jobs.values())).tags[0]
+    assert code == 130 and f"IBM Quantum may have taken it, tagged {tag}" in err
+    assert "nothing was sent" not in err
