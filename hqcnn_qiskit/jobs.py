@@ -764,15 +764,16 @@ def _adopt(job_id: str, run_dir: Path) -> dict | None:
         Its ``submitted`` record, or None when no submission of this folder was left waiting for
         an id, or the service does not know the job or it carries none of their tags.
     """
-    waiting = {e.get("tag"): e for e in _read_lines(run_dir / "jobs.jsonl")
-               if e.get("event") == "submitting"}
-    waiting.pop(None, None)
-    if not waiting:
+    journal = _read_lines(run_dir / "jobs.jsonl")
+    has_job = {(e.get("submission"), e.get("part")) for e in journal if e.get("event") == "submitted"}
+    waiting = {e["tag"]: e for e in journal if e.get("event") == "submitting" and e.get("tag")
+               and (e.get("submission"), e.get("part")) not in has_job}
+    if not waiting or job_id.startswith("local-"):
         return None
     from .ibm import ServiceUnavailable
 
     try:
-        tags = list(_service_job(job_id).tags)
+        tags = list(_service_job(job_id).tags or [])
     except ServiceUnavailable:  # no account or no network: said as such
         raise
     except HQCNNError:  # the service does not know the job: reported as unknown here
@@ -921,7 +922,8 @@ def _service_job(job_id: str, *, log: Log | None = None):
     """The service's job ``job_id``.
 
     Raises:
-        BackendError: No account or no connection, or the service does not know the job.
+        ServiceUnavailable: No account, or no connection.
+        BackendError: The service does not know the job.
     """
     from . import ibm
 
@@ -930,8 +932,8 @@ def _service_job(job_id: str, *, log: Log | None = None):
         return ibm.with_retries(lambda: service.job(job_id), log=log)
     except Exception as exc:  # noqa: BLE001
         if ibm.is_transient(exc):
-            raise BackendError(f"cannot reach IBM Quantum to look up job {job_id} "
-                               f"({ibm.scrub(exc)}); try again later") from None
+            raise ibm.ServiceUnavailable(f"cannot reach IBM Quantum to look up job {job_id} "
+                                         f"({ibm.scrub(exc)}); try again later") from None
         raise BackendError(f"the service does not know job {job_id} ({ibm.scrub(exc)})") from None
 
 
@@ -993,6 +995,10 @@ def _collect(run_dir: Path, meta: dict, job_id: str, part: int, path: Path, *, w
             raise BackendError(f"lost contact with IBM Quantum while downloading job {job_id} "
                                f"({ibm.scrub(exc)}); `hqcnn-qiskit jobs fetch {job_id}` tries "
                                "again") from None
+        if type(exc).__name__ != "RuntimeJobFailureError":  # the job is fine; reading it is not
+            raise BackendError(f"cannot read the result of job {job_id} ({ibm.scrub(exc)}); "
+                               "the service keeps it: fetch again with a qiskit-ibm-runtime "
+                               "that can decode it") from None
         failed = ibm.JobFailed(f"job {job_id} failed: {ibm.scrub(exc)}")
         _note(run_dir, {**common, "event": "failed", "reason": str(failed), "time": _now()},
               log=log)

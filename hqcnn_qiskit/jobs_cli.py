@@ -50,8 +50,9 @@ def add_commands(sub, parser_class) -> None:
     q = jobs_sub.add_parser("list", help="every journaled job")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=_list_cmd)
-    run_help = ("find the job in RUN_DIR/jobs.jsonl instead of $HQCNN_HOME/jobs.jsonl (for a "
-                "job whose index line could not be written)")
+    run_help = ("find the job in RUN_DIR/jobs.jsonl instead of $HQCNN_HOME/jobs.jsonl: a job "
+                "whose index line could not be written, or one whose id never came back, "
+                "adopted by the tag its submitting line recorded")
     q = jobs_sub.add_parser("status", help="the service's state of a job")
     q.add_argument("job_id", metavar="JOB_ID")
     q.add_argument("--run", metavar="RUN_DIR", help=run_help)

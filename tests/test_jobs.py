@@ -555,6 +555,10 @@ def test_an_unconfirmed_submission_is_adopted_by_its_tag(run, tmp_path, cloud, c
     code, _, err = _cli(capsys, "jobs", "fetch", job_id, "--run", other)
     assert code == 1 and "unknown job id" in err
     cloud.lookup_failures = 0
+    cloud.offline = True  # no network is said as such, not as an unknown job
+    code, _, err = _cli(capsys, "jobs", "fetch", job_id, "--run", folder)
+    assert code == 1 and "cannot reach IBM Quantum" in err and "unknown job id" not in err
+    cloud.offline = False
     code, out, err = _cli(capsys, "jobs", "fetch", job_id, "--run", folder, "--json")
     assert code == 0, err
     assert json.loads(out)["job_id"] == job_id and cloud.submissions == 1
