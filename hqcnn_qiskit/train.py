@@ -177,21 +177,44 @@ def _check_writable(out: Path) -> None:
         raise ConfigError(f"cannot write to run folder {out}: {exc.strerror or exc}") from None
 
 
-def _check_same_profile(checkpoint: Path, kept: dict, given: dict) -> None:
-    """Refuse to resume a run kept with one backend profile on another that runs differently
-    (their names or paths may differ)."""
+def _resume_clash(checkpoint: Path, state: dict, config: TrainConfig,
+                  snapshot: dict | None) -> str | None:
+    """Why the run in ``checkpoint`` (its ``state``) cannot go on as ``config``: a setting that
+    differs (the number of epochs only where the schedule's milestones move with it), or a
+    backend profile that runs differently (a run that kept its profile is compared by what the
+    profile says, not by its name or path); None if it can.
+
+    Raises:
+        CheckpointError: The checkpoint's config or kept profile is unusable.
+    """
     try:
-        differs = profile_difference(snapshot_profile(kept), snapshot_profile(given))
+        saved = TrainConfig.from_dict(state["train_config"])
+    except (KeyError, TypeError, ConfigError, DataError) as exc:
+        raise CheckpointError(f"{checkpoint} has no usable training config "
+                              f"({first_line(exc)})") from None
+    kept = state.get("backend_profile") if snapshot else None
+    clash = [k for k in _IDENTITY if (k != "backend" or not kept)
+             and getattr(saved, k) != getattr(config, k)]
+    if LR_SCHEDULES[config.lr_schedule][0] and saved.epochs != config.epochs:
+        clash.append("epochs")  # the schedule's milestones move with the total
+    if clash:
+        k = clash[0]
+        return (f"{checkpoint} was trained with {k}={_shown(getattr(saved, k))}, this run "
+                f"asks for {k}={_shown(getattr(config, k))}")
+    if not kept:
+        return None
+    try:
+        differs = profile_difference(snapshot_profile(kept), snapshot_profile(snapshot))
     except BackendError as exc:
         raise CheckpointError(f"{checkpoint}: {first_line(exc)}") from None
     if differs is None:
-        return
-    if kept["source"] == given["source"]:
-        raise CheckpointError(f"the backend profile {given['source']} has changed since "
-                              f"{checkpoint} was trained with it ({differs})")
-    raise CheckpointError(f"{checkpoint} was trained with the backend profile {kept['source']}; "
-                          f"{given['source']} runs differently ({differs}); pass --backend "
-                          f"{kept['source'].removesuffix(' (shipped)')} to resume it")
+        return None
+    if kept["source"] == snapshot["source"]:
+        return (f"the backend profile {snapshot['source']} has changed since {checkpoint} was "
+                f"trained with it ({differs})")
+    return (f"{checkpoint} was trained with the backend profile {kept['source']}; "
+            f"{snapshot['source']} runs differently ({differs}); pass --backend "
+            f"{kept['source'].removesuffix(' (shipped)')} to resume it")
 
 
 def _shown(value) -> str:
@@ -278,29 +301,13 @@ def train(
                           "resume=True), or choose another run folder")
     if resume:
         state = load_checkpoint(out / "last.pt")
-        try:
-            saved = TrainConfig.from_dict(state["train_config"])
-        except (KeyError, TypeError, ConfigError, DataError) as exc:
-            raise CheckpointError(f"{out / 'last.pt'} has no usable training config "
-                                  f"({first_line(exc)})") from None
-        # a run that kept its profile is compared by what the profile says, not by its path
-        kept = state.get("backend_profile") if snapshot else None
-        compared = [k for k in _IDENTITY if k != "backend" or not kept]
-        clash = [k for k in compared if getattr(saved, k) != getattr(config, k)]
-        if LR_SCHEDULES[config.lr_schedule][0] and saved.epochs != config.epochs:
-            clash.append("epochs")  # the schedule's milestones move with the total
+        clash = _resume_clash(out / "last.pt", state, config, snapshot)
         if int(state["epoch"]) + 1 > config.epochs:
             raise CheckpointError(f"{out / 'last.pt'} has already trained "
                                   f"{int(state['epoch']) + 1} epochs, more than the "
                                   f"{config.epochs} this run asks for")
         if clash:
-            k = clash[0]
-            raise CheckpointError(
-                f"{out / 'last.pt'} was trained with {k}={_shown(getattr(saved, k))}, this run "
-                f"asks for {k}={_shown(getattr(config, k))}"
-            )
-        if kept:
-            _check_same_profile(out / "last.pt", kept, snapshot)
+            raise CheckpointError(clash)
 
     seed_everything(config.seed)
     train_set = load_split(spec, "train", root=data_root, limit=config.limit_train, verify=verify)
@@ -461,19 +468,20 @@ def train_or_reuse(config: TrainConfig, out: str | os.PathLike, **kwargs) -> tup
     Returns:
         The metrics and the run folder they belong to.
     """
+    kwargs.pop("resume", None)  # decided here
     log = kwargs.get("log") or (lambda msg: print(msg, file=sys.stderr))
     folder = base = Path(out)
+    named = base if base.name not in ("", "..") else base.resolve()  # "." has no name to extend
+    snapshot = profile_snapshot(config.backend) if config.model != "classical" else None
     for n in range(2, 10**6):
         if not (folder / "last.pt").exists():
             return train(config, folder, **kwargs), folder
         kept = load_checkpoint(folder / "last.pt")
-        stored = kept.get("train_config") or {}
-        other = [k for k, v in config.to_dict().items() if k != "epochs" and stored.get(k) != v]
-        if not other:
+        clash = _resume_clash(folder / "last.pt", kept, config, snapshot)
+        if clash is None:
             break
-        log(f"{folder} holds a run with other settings ({', '.join(other)}); "
-            f"using {base.name}-{n} instead")
-        folder = base.with_name(f"{base.name}-{n}")
+        previous, folder = folder, named.with_name(f"{named.name}-{n}")
+        log(f"{previous} holds a run with other settings ({clash}); using {folder.name} instead")
     done = int(kept["epoch"]) + 1
     if done < config.epochs:
         return train(config, folder, resume=True, **kwargs), folder

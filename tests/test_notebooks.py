@@ -154,5 +154,7 @@ def test_quickstart_reruns_with_fewer_more_or_other_epochs_and_settings(user_lay
     assert cell.source.count("seed=0") == 1
     cell.source = cell.source.replace("seed=0", "seed=1")
     printed = _run(other, cwd, ["EPOCHS = 1"])
-    assert "runs/01_quickstart/hqcnn holds a run with other settings (seed)" in printed, printed
+    assert ("runs/01_quickstart/hqcnn holds a run with other settings (runs/01_quickstart/hqcnn/"
+            "last.pt was trained with seed=0, this run asks for seed=1); using hqcnn-2 instead"
+            in printed), printed
     assert epochs_run("hqcnn") == 5 and epochs_run("hqcnn-2") == epochs_run("classical-2") == 1

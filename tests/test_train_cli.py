@@ -615,5 +615,11 @@ def test_train_or_reuse_reuses_trains_on_or_moves_aside(tmp_path, data_root):
     assert folder == out and len(longer["history"]) == 3
     other, folder = train_or_reuse(replace(config, seed=1), out, **options)
     assert folder == tmp_path / "run-2" and len(other["history"]) == 2
-    assert f"{out} holds a run with other settings (seed); using run-2 instead" in lines
+    assert (f"{out} holds a run with other settings ({out / 'last.pt'} was trained with "
+            "seed=0, this run asks for seed=1); using run-2 instead") in lines
     assert int(load_checkpoint(out / "last.pt")["epoch"]) + 1 == 3  # the old run, untouched
+    # with a step schedule the epochs are part of the run: more of them is another run
+    step = replace(config, lr_schedule="step", epochs=2)
+    train_or_reuse(step, tmp_path / "step", **options)
+    _, folder = train_or_reuse(replace(step, epochs=3), tmp_path / "step", **options)
+    assert folder == tmp_path / "step-2" and any("asks for epochs=3" in line for line in lines)
