@@ -1,7 +1,5 @@
 """``python -m hqcnn_qiskit`` is the ``hqcnn-qiskit`` command."""
 
-import sys
+from .cli import console_main
 
-from .cli import main
-
-sys.exit(main())
+console_main()

@@ -119,7 +119,10 @@ def atomic_write(path: str | os.PathLike, write) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        try:
+            os.chmod(tmp, 0o666 & ~_umask())
+        except OSError:  # a file system without modes (FAT, some network mounts)
+            pass
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import sys
 from .errors import HQCNNError
 from .jsonio import to_json
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "console_main", "build_parser"]
 
 
 class _DefaultsFormatter(argparse.HelpFormatter):
@@ -335,27 +335,27 @@ AFTER_INTERRUPT = {
 }
 
 
+def console_main() -> None:
+    """The ``hqcnn-qiskit`` program: :func:`main` on the command line, then exit. After Ctrl-C
+    it exits at once: a simulation still running on a worker thread (qiskit's primitive jobs
+    run on ``concurrent.futures`` pool threads, which the interpreter joins at exit) would
+    otherwise hold the exit for as long as it takes, 10-20 s on ``fake_brisbane``. Everything
+    worth keeping is written by then (files are replaced atomically, journals fsynced), and
+    the interrupt message is out."""
+    code = main()
+    if code == 130:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more to say there
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``hqcnn-qiskit`` console script (``argv``: arguments instead of the
-    command line, as tests and scripts call it)."""
-    code = _run(argv)
-    if code == 130 and argv is None:
-        _exit_now(code)
-    return code
-
-
-def _exit_now(code: int) -> None:
-    """End the program now, after a Ctrl-C: a simulation still running on a worker thread
-    (qiskit's primitive jobs run on ``concurrent.futures`` pool threads, which the interpreter
-    joins at exit) would otherwise hold the exit for as long as it takes, 10-20 s on
-    ``fake_brisbane``. Everything worth keeping is written by then (files are replaced
-    atomically), and the interrupt message is out."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def _run(argv: list[str] | None) -> int:
+    """Run one ``hqcnn-qiskit`` command (``argv``: its arguments, else the command line) and
+    return its exit code; for scripts and tests (the program itself is :func:`console_main`)."""
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # reported by the command they were given to, as its other errors are
@@ -375,4 +375,4 @@ def _run(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()

@@ -55,7 +55,10 @@ def import_medmnist():
     if "medmnist.evaluator" in sys.modules:
         return sys.modules["medmnist"]
     held: list = []
-    hold = threading.current_thread() is threading.main_thread()  # handlers live there only
+    # handlers are set in the main thread only, and one installed outside Python (None) could
+    # not be put back
+    hold = (threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is not None)
     if hold:
         previous = signal.signal(signal.SIGINT, lambda *args: held.append(args))
     try:

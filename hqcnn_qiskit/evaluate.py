@@ -157,7 +157,11 @@ def load_checkpoint_model(path: str | os.PathLike, *, backend=None) -> tuple[HQC
     Raises:
         CheckpointError: Unreadable, or the weights do not fit the model it describes.
     """
-    payload = load_checkpoint(path)
+    return _build_model(path, load_checkpoint(path), backend)
+
+
+def _build_model(path, payload: dict, backend) -> tuple[HQCNN, dict]:
+    """:func:`load_checkpoint_model` for a checkpoint already read."""
     try:
         model_config = ModelConfig(**payload["model_config"])
         backend = backend or trained_backend(payload)
@@ -249,12 +253,22 @@ def evaluate_checkpoint(
     Raises:
         ConfigError: ``backend`` is IBM hardware (``hqcnn-qiskit infer`` runs a model there).
     """
-    if backend is not None:  # before the model is built: that would connect to the device
+    # where the circuit would run, checked before the model is built (that connects there)
+    payload = load_checkpoint(checkpoint)
+    where = None
+    if backend is not None:
         from .backends import get_backend
 
-        refuse_on_hardware(get_backend(backend).profile, "evaluate",
+        where = get_backend(backend).profile
+    elif payload.get("backend_profile"):  # the profile the run kept
+        try:
+            where = trained_backend(payload)
+        except BackendError as exc:
+            raise CheckpointError(f"{checkpoint} has no usable backend profile ({exc})") from None
+    if where is not None:
+        refuse_on_hardware(where, "evaluate",
                            "every batch would be a paid QPU job, neither estimated nor journaled")
-    model, payload = load_checkpoint_model(checkpoint, backend=backend)
+    model, payload = _build_model(checkpoint, payload, backend)
     if batch_size is None:
         kind = model.quantum.backend.profile.kind if model.is_quantum else None
         batch_size = eval_batch_size(kind)

@@ -467,6 +467,16 @@ def test_train_and_evaluate_refuse_ibm_hardware_before_connecting(run, tmp_path,
                         "--epochs", 1, "--data-root", _root(), "--out", out)
     assert code == 1 and "training does not run on IBM hardware (backend ibm_brisbane)" in err
     assert calls == [] and not (out / "last.pt").exists()
+    # nor a checkpoint whose kept profile is a device, evaluated without --backend
+    from hqcnn_qiskit.checkpoint import load_checkpoint, save_checkpoint
+    from hqcnn_qiskit.profiles import profile_snapshot
+
+    payload = load_checkpoint(run / "best.pt")
+    payload["backend_profile"] = profile_snapshot("ibm_least_busy")
+    save_checkpoint(tmp_path / "device.pt", payload)
+    code, _, err = _cli(capsys, "evaluate", "--checkpoint", tmp_path / "device.pt",
+                        "--data-root", _root())
+    assert code == 1 and "evaluate does not run on IBM hardware" in err and calls == []
     # the classical twin has no circuit: its backend is only a name, nothing to refuse
     code, _, err = _cli(capsys, "train", "--dataset", "breastmnist", "--model", "classical",
                         "--backend", "ibm_brisbane", "--epochs", 1, "--limit-train", 16,

@@ -183,6 +183,7 @@ def test_protocol_on_another_multiclass_dataset(tmp_path, capsys):
     assert "Recipe: **plain**, fixed by `--recipes`: no choice was made in this run" in report
     # the quoted MedMNIST v2 baseline of this dataset; the paper's abstract states none for it
     assert "| ResNet-18 (28), MedMNIST v2 (*quoted*) | 0.998 | 0.958 |" in report
+    assert "| ResNet-50 (28), MedMNIST v2 (*quoted*) | 0.997 | 0.956 |" in report
     assert "HQCNN paper claim" not in report
     assert "| `aer_noisy_mitigated` |" in report and "HQCNN trained on `aer_noisy`" in report
     assert "Mitigated noisy accuracy minus exact accuracy" in report

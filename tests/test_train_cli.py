@@ -586,7 +586,7 @@ def test_ctrl_c_ends_the_program_without_waiting_for_worker_threads():
         "    raise KeyboardInterrupt\n"
         "cli._datasets = interrupted\n"
         "sys.argv = ['hqcnn-qiskit', 'datasets']\n"
-        "sys.exit(cli.main())\n"
+        "cli.console_main()\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=120)
