@@ -153,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "intervals; else >= 100)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar (it is drawn only when stderr is a terminal)")
+                   help="no progress bar (drawn only when stderr is a terminal; elsewhere a "
+                        "line every 15 s of long work)")
     _add_data_args(p)
     p.set_defaults(func=_evaluate)
 
@@ -221,10 +222,12 @@ def _evaluate(args) -> int:
         from .profiles import load_profile
 
         load_profile(args.backend)
+    bar = show_progress(args)  # else, unless --no-progress, a line every 15 s of long work
+    quiet = bar or args.no_progress
     result = evaluate_checkpoint(args.checkpoint, split=args.split, backend=args.backend,
                                  data_root=args.data_root, limit=args.limit,
-                                 verify=not args.no_verify, progress=show_progress(args),
-                                 keep_scores=True)
+                                 verify=not args.no_verify, progress=bar, keep_scores=True,
+                                 log=None if quiet else lambda line: print(line, file=sys.stderr))
     if args.backend and result["backend"].startswith("none"):
         print(f"note: {args.checkpoint} is the classical twin; --backend {args.backend} is not "
               "used", file=sys.stderr)

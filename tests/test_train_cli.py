@@ -623,3 +623,20 @@ def test_train_or_reuse_reuses_trains_on_or_moves_aside(tmp_path, data_root):
     train_or_reuse(step, tmp_path / "step", **options)
     _, folder = train_or_reuse(replace(step, epochs=3), tmp_path / "step", **options)
     assert folder == tmp_path / "step-2" and any("asks for epochs=3" in line for line in lines)
+
+
+def test_evaluate_in_a_log_file_reports_progress_of_long_work(trained, data_root, capsys,
+                                                               monkeypatch):
+    """No bar off a terminal, but a line every LOG_EVERY_SECONDS (here: every batch) on long
+    work, so that a log does not sit silent for minutes; --no-progress silences it."""
+    from hqcnn_qiskit import evaluate
+
+    monkeypatch.setattr(evaluate, "LOG_EVERY_SECONDS", 0.0)
+    out, _ = trained
+    args = ["evaluate", "--checkpoint", str(out / "best.pt"), "--data-root", str(data_root),
+            "--limit", "40"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "test: 40/40 images, " in err  # one batch of 40 (stderr is not a terminal here)
+    assert main([*args, "--no-progress"]) == 0
+    assert "images, " not in capsys.readouterr().err
