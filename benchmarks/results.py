@@ -22,6 +22,7 @@ from its ``last.pt``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -90,6 +91,10 @@ MODEL_HISTORY = (
     "0.5); and the angle scale π/2 instead of π, for an a-priori reason (π folds opposite "
     "features onto one state). Validation could not separate π/2 from π, and an early seed-0 "
     "comparison also saw their test AUCs, so the angle scale is not a validation-only choice.")
+# The recipe the full protocol chose on validation (docs/RESULTS.md), named in the reports of
+# reruns that fix it with --recipes (the 10-seed supplements).
+PROTOCOL_CHOICE = {"breastmnist": "augment_wd", "pneumoniamnist": "augment_wd"}
+DEFAULT_DATASETS = ("breastmnist", "pneumoniamnist")  # the protocol's own, reported in docs/
 DEFAULT_EPOCHS = {"breastmnist": 60, "pneumoniamnist": 30}  # for recipes that do not fix them
 # The project's targets for the HQCNN (exact), mean over the seeds: (AUC, ACC).
 TARGETS = {"breastmnist": (0.90, 0.87), "pneumoniamnist": (0.96, 0.88)}
@@ -98,6 +103,11 @@ MITIGATED_GAP_POINTS = 2.0
 # of the report gives the same intervals).
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
+
+
+def _within(e, limit: float):
+    """``e`` with its interval cut to [-limit, limit], the range a difference can take."""
+    return dataclasses.replace(e, low=max(e.low, -limit), high=min(e.high, limit))
 
 
 def _title(row: dict) -> str:
@@ -285,8 +295,9 @@ def estimates(out: Path, dataset: str, recipe: str, seeds: list[int]) -> dict:
         common = [s for s in q["seeds"] if s in boot[row]["seeds"]]
         if row != "hqcnn" and common:
             pick = [[b["seeds"].index(s) for s in common] for b in (q, boot[row])]
-            stats[f"hqcnn-{row}"] = {m: estimate(q[m][pick[0]] - boot[row][m][pick[1]],
-                                                 bounded=False) for m in ("auc", "acc")}
+            stats[f"hqcnn-{row}"] = {m: _within(estimate(q[m][pick[0]] - boot[row][m][pick[1]],
+                                                         bounded=False), 1.0)
+                                     for m in ("auc", "acc")}
     return stats
 
 
@@ -398,7 +409,8 @@ def _gap_estimate(exact: list[dict], other: list[dict], seeds: list[int]):
                             {name: {s: np.asarray(r["scores"]) for s, r in zip(seeds, results)}
                              for name, results in (("exact", exact), ("other", other))},
                             resamples=BOOTSTRAP_RESAMPLES, seed=BOOTSTRAP_SEED)
-    return estimate(100 * (boot["other"]["acc"] - boot["exact"]["acc"]), bounded=False)
+    return _within(estimate(100 * (boot["other"]["acc"] - boot["exact"]["acc"]), bounded=False),
+                   100.0)
 
 
 def _verdict(diff, other: str) -> str:
@@ -446,8 +458,11 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _fmt(values: list[float]) -> str:
+    """``mean ± std`` over seeds; one seed has no spread to show."""
     mean, std = _mean_std(values)
-    return f"{mean:.3f} ± {std:.3f}" if values else "—"
+    if not values:
+        return "—"
+    return f"{mean:.3f} ± {std:.3f}" if len(values) > 1 else f"{mean:.3f}"
 
 
 def _load(folder: Path) -> dict | None:
@@ -463,10 +478,16 @@ def _runs(out: Path, dataset: str, recipe: str, row: str, seeds: list[int]) -> l
 def choose_recipe(out: Path, dataset: str, recipes: list[str], seeds: list[int]) -> str:
     """The recipe whose HQCNN has the best mean validation AUC (at its selected epoch) over the
     seeds; the test split plays no part. Ties go to the earlier recipe in ``recipes``."""
-    def score(recipe: str) -> float:
-        runs = _runs(out, dataset, recipe, "hqcnn", seeds)
-        return _mean_std([m["val"]["auc"] for m in runs])[0] if runs else -1.0
+    def score(recipe: str) -> float:  # undefined (nan) or not run: below every real AUC
+        auc = _val_auc(out, dataset, recipe, seeds)
+        return -1.0 if math.isnan(auc) else auc
     return max(recipes, key=lambda r: (score(r), -recipes.index(r)))
+
+
+def _val_auc(out: Path, dataset: str, recipe: str, seeds: list[int]) -> float:
+    """The HQCNN's mean validation AUC with ``recipe`` (nan if undefined or not run)."""
+    runs = _runs(out, dataset, recipe, "hqcnn", seeds)
+    return _mean_std([m["val"]["auc"] for m in runs])[0] if runs else math.nan
 
 
 def _plots(out: Path, docs: Path, chosen: dict[str, str], seeds: list[int]) -> list[str]:
@@ -499,7 +520,8 @@ def _plots(out: Path, docs: Path, chosen: dict[str, str], seeds: list[int]) -> l
                 goal = TARGETS[dataset][0 if metric == "auc" else 1]
                 ax.axhline(goal, ls="--", lw=0.9, color="black", label=f"target {goal:.2f}")
                 ax.legend(fontsize=8, loc="lower right")
-            ax.set_ylim(0.5, 1.0)
+            shown = [v for v in means if not math.isnan(v)]
+            ax.set_ylim(min([0.5, *[v - 0.05 for v in shown]]) if shown else 0.5, 1.0)
             ax.set_title(f"{dataset}: test {metric.upper()} (mean ± std over seeds)")
         fig.tight_layout()
         name = f"results_{dataset}.png"
@@ -531,8 +553,13 @@ def _recipe_table(out: Path, dataset: str, recipes: list[str], seeds: list[int],
 
     n_val = min(import_medmnist().INFO[dataset]["n_samples"]["val"], limit_eval or 10**9)
     if len(recipes) == 1:  # e.g. a rerun with more seeds of the recipe chosen before
-        why = (f"Recipe: **{chosen}**, fixed by `--recipes`: no choice was made in this run. "
-               "The recipe itself was chosen by the full protocol (see the main report).")
+        why = f"Recipe: **{chosen}**, fixed by `--recipes`: no choice was made in this run."
+        if PROTOCOL_CHOICE.get(dataset) == chosen:
+            why += " The full protocol chose it on validation (see docs/RESULTS.md)."
+    elif math.isnan(_val_auc(out, dataset, chosen, seeds)):
+        why = (f"No recipe could be chosen: the validation AUC is undefined for every recipe "
+               f"({n_val} validation images; a class is missing from them); **{chosen}**, the "
+               "first, is used.")
     else:
         why = (f"Chosen: **{chosen}**, the best mean validation AUC ({n_val} validation images). "
                "The test columns were not used for the choice; they are shown so the reader can "
@@ -585,7 +612,8 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
         "validation AUC is selected and only that checkpoint is scored on the test split "
         "(medmnist's own ACC/AUC: threshold 0.5 for binary and multi-label tasks, argmax for "
         "multi-class). The training recipe (augmentation: random "
-        "shifts of up to 2 px and left-right mirroring; weight decay; epochs and learning-rate "
+        "shifts of up to 2 px and left-right mirroring, none where classes are body sides; weight "
+        "decay; epochs and learning-rate "
         "schedule) is chosen per dataset by "
         "the HQCNN's mean validation AUC, and every row of that dataset uses it. Rows marked "
         "*quoted* are copied from their papers, not rerun.",
@@ -706,14 +734,47 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
     return path
 
 
+def _check_data(out: Path, dataset: str, data_root) -> None:
+    """Refuse to go on if ``dataset``'s file is missing (and cannot be downloaded), or differs
+    from the one the cells under ``out`` were trained on (recorded in ``data.json`` by the
+    first run): finished cells are reused, and must not be mixed with other data.
+
+    Raises:
+        SystemExit: Either problem, as one line.
+    """
+    from hqcnn_qiskit.checkpoint import file_sha256
+    from hqcnn_qiskit.data import DatasetSpec, dataset_file, resolve_data_root
+
+    root, download = resolve_data_root(data_root)
+    path, _ = dataset_file(DatasetSpec(dataset), root)
+    if not path.is_file():
+        if download:
+            return  # the first cell downloads it; it is recorded on the next run
+        raise SystemExit(f"results.py: error: {path} not found (--data-root, $HQCNN_DATA_ROOT)")
+    record, digest = out / dataset / "data.json", file_sha256(path)
+    if record.is_file():
+        kept = json.loads(record.read_text(encoding="utf-8"))
+        if kept.get("sha256") != digest:
+            raise SystemExit(f"results.py: error: the cells in {out / dataset} were trained on "
+                             f"another {path.name} ({kept.get('path')}); this one ({path}) "
+                             "differs: use another --out")
+        return
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"path": str(path), "sha256": digest}, indent=1) + "\n",
+                      encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     from hqcnn_qiskit.cli import _positive_int as count
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=os.environ.get("HQCNN_DATA_ROOT"))
     parser.add_argument("--out", default=str(REPO / "runs" / "results"))
-    parser.add_argument("--docs", default=str(REPO / "docs"))
-    parser.add_argument("--datasets", nargs="+", default=["breastmnist", "pneumoniamnist"])
+    parser.add_argument("--docs", default=None,
+                        help="where RESULTS.md and its plots go (default: docs/ for the "
+                             "protocol's own datasets, else OUT/report, so that a run on other "
+                             "data never overwrites the project's report)")
+    parser.add_argument("--datasets", nargs="+", default=list(DEFAULT_DATASETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS),
                         help="rows besides the HQCNN, which always runs")
@@ -740,9 +801,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from hqcnn_qiskit.data import list_datasets
 
-    out, docs = Path(args.out), Path(args.docs)
     for name in ("datasets", "seeds", "recipes", "rows"):  # a repeat would train one cell twice
         setattr(args, name, list(dict.fromkeys(getattr(args, name))))
+    out = Path(args.out)
+    docs = Path(args.docs) if args.docs else (
+        REPO / "docs" if args.datasets == list(DEFAULT_DATASETS) else out / "report")
+    if docs.exists() and not docs.is_dir():
+        parser.error(f"--docs {docs} is a file, not a folder")
     unknown = sorted(set(args.datasets) - set(list_datasets()))
     if unknown:
         parser.error(f"unknown dataset(s) {', '.join(unknown)}; see `hqcnn-qiskit datasets`")
@@ -755,6 +820,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--epochs names {name!r}, which is not in --datasets")
         epochs[name] = int(value)
     threads = max(1, (os.cpu_count() or 1) // max(args.jobs, 1))
+    for dataset in args.datasets:  # before any training: every file there, and the one trained on
+        _check_data(out, dataset, args.data_root)
 
     def job(dataset: str, recipe: str, row: str, seed: int, **overrides) -> dict:
         config = cell_config(dataset, recipe, row,
@@ -826,3 +893,7 @@ if __name__ == "__main__":
         sys.exit(main())
     except HQCNNError as exc:  # a missing or corrupt dataset file, say: one line, not a traceback
         sys.exit(f"results.py: error: {exc}")
+    except KeyboardInterrupt:  # finished cells are kept, an unfinished one resumes
+        print("results.py: interrupted; the same command resumes where it stopped",
+              file=sys.stderr)
+        sys.exit(130)

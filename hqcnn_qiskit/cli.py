@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
                    help="Adam weight decay")
     p.add_argument("--augment", action="store_true",
-                   help="randomly shift (up to 2 px) and mirror training images")
+                   help="randomly shift (up to 2 px) and mirror training images (no "
+                        "mirroring where classes are body sides: OrganA/C/SMNIST)")
     p.add_argument("--layers", type=_positive_int, default=1, help="U3 + CNOT-ring repetitions")
     p.add_argument("--no-attention", action="store_true", help="drop the attention block")
     p.add_argument("--angle-scale", type=_positive_float, default=math.pi / 2,

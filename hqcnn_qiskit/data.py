@@ -170,6 +170,14 @@ class DatasetSpec:
             return ["rest", pos]
         return [labels[str(i)] for i in range(len(labels))]
 
+    @property
+    def mirror_safe(self) -> bool:
+        """Whether a left-right mirrored image keeps its label: not where a class is a left or
+        right side of the body (OrganA/C/SMNIST: femur-left, kidney-right, ...), read from
+        the dataset's class names in ``medmnist.INFO``."""
+        return not any(side in name.lower() for name in self.info["label"].values()
+                       for side in ("left", "right"))
+
     def describe(self) -> str:
         """e.g. ``pathmnist (28px) classes [8] vs rest``."""
         cut = f" classes {list(self.positive)} vs rest" if self.positive else ""

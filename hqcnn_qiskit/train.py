@@ -378,7 +378,8 @@ def train(
         for batch_slice in bar:
             idx = order[batch_slice]
             optimizer.zero_grad(set_to_none=True)
-            batch = augment_batch(images[idx], shuffle) if config.augment else images[idx]
+            batch = (augment_batch(images[idx], shuffle, flip=spec.mirror_safe)
+                     if config.augment else images[idx])
             loss = loss_fn(model(batch), labels[idx])
             if not torch.isfinite(loss):
                 raise _diverged(config, epoch, f"the training loss is {loss.item()}")

@@ -186,3 +186,10 @@ def test_ctrl_c_while_medmnist_imports_is_not_swallowed():
                           timeout=300, cwd=Path(__file__).resolve().parent.parent)
     assert done.stdout.strip() == "interrupted True", done.stdout + done.stderr
     assert "Please install" not in done.stdout
+
+
+def test_mirroring_is_off_where_classes_are_body_sides():
+    """A mirrored kidney-left is a kidney-right: --augment must not flip the Organ sets."""
+    assert not DatasetSpec("organamnist").mirror_safe
+    assert not DatasetSpec("organsmnist", positive=(5,)).mirror_safe  # a binary cut too
+    assert DatasetSpec("breastmnist").mirror_safe and DatasetSpec("pathmnist").mirror_safe

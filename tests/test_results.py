@@ -6,6 +6,7 @@ import json
 import re
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO, write_synthetic
@@ -31,6 +32,19 @@ def test_recipe_is_chosen_on_validation_auc_not_test(tmp_path):
     assert results.choose_recipe(tmp_path, "breastmnist", ["plain", "augment"], [0, 1]) == "augment"
     # a recipe with no finished cell is never chosen over one with results
     assert results.choose_recipe(tmp_path, "breastmnist", ["augment_wd", "plain"], [0, 1]) == "plain"
+    # nor is one whose validation AUC is undefined (a class missing from a small subset)
+    for seed in (0, 1):
+        _fake_cell(tmp_path, "breastmnist", "medmnist_v2", seed, float("nan"), 0.99)
+    assert results.choose_recipe(tmp_path, "breastmnist", ["medmnist_v2", "plain"], [0, 1]) == "plain"
+
+
+def test_one_seed_shows_no_spread_and_differences_stay_within_their_range():
+    assert results._fmt([0.8125]) == "0.812" and results._fmt([0.8, 0.9]) == "0.850 ± 0.071"
+    from hqcnn_qiskit.uncertainty import estimate
+
+    wide = estimate(np.array([[0.9, -0.9], [0.1, -0.1], [0.5, 0.4]]).T, bounded=False)
+    cut = results._within(wide, 1.0)
+    assert -1.0 <= cut.low <= cut.mean <= cut.high <= 1.0 and cut.mean == wide.mean
 
 
 def test_an_undefined_auc_written_as_null_reads_back_as_nan(tmp_path):
@@ -206,6 +220,16 @@ def test_protocol_on_another_multiclass_dataset(tmp_path, capsys):
     with pytest.raises(SystemExit, match="limit_train=48"):
         results.main([*argv[:-4], "--limit-train", "40", "--out", str(tmp_path / "runs"),
                       "--docs", str(tmp_path / "docs")])
+    # without --docs, a report on other datasets goes under --out, never over docs/RESULTS.md
+    main_report = results.REPO / "docs" / "RESULTS.md"
+    before = main_report.stat().st_mtime_ns
+    assert results.main(argv[:-2]) == 0
+    assert (tmp_path / "runs" / "report" / "RESULTS.md").is_file()
+    assert main_report.stat().st_mtime_ns == before
+    # nor are finished cells mixed with another file of the same name
+    write_synthetic(tmp_path / "other", "bloodmnist", seed=1)
+    with pytest.raises(SystemExit, match="were trained on another bloodmnist.npz"):
+        results.main(["--data-root", str(tmp_path / "other"), *argv[2:]])
 
 
 def test_an_undefined_auc_reads_nan_instead_of_crashing():
