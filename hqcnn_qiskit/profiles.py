@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import BackendError
+from .errors import BackendError, ConfigError
 
 __all__ = ["BackendProfile", "MitigationSettings", "load_profile", "profile_snapshot",
            "snapshot_profile", "profile_difference", "list_profiles", "KINDS", "ENGINES", "SLOW_TO_TRAIN",
@@ -56,18 +56,16 @@ DEFAULT_EVAL_BATCH_SIZE = 256
 
 
 def refuse_on_hardware(profile: BackendProfile, what: str, why: str) -> None:
-    """Raise for a profile of a kind in :data:`ON_HARDWARE`: ``what`` (``"train"``) does not run
-    there, because ``why``; the message names the route that does.
+    """Raise for a profile of a kind in :data:`ON_HARDWARE`: ``what`` (``"training"``) does not
+    run there, because ``why``; the message names the route that does.
 
     Raises:
         ConfigError: The profile runs on IBM hardware.
     """
-    from .errors import ConfigError
-
     if profile.kind in ON_HARDWARE:
         raise ConfigError(
-            f"{what} does not run on IBM hardware (backend {profile.name}): {why}. Train on "
-            "aer_noisy or fake_brisbane, then send the trained model with `hqcnn-qiskit infer "
+            f"{what} does not run on IBM hardware (backend {profile.name}): {why}. Train on a "
+            "simulator (aer_ideal, aer_noisy), then send the trained model with `hqcnn-qiskit infer "
             f"--checkpoint RUN_DIR/best.pt --backend {profile.name}` (one journaled job, its cost "
             "estimated first; --dry-run shows the estimate)")
 
