@@ -291,8 +291,9 @@ def train(
     # the profile is kept with the run (see profiles.profile_snapshot); the classical twin
     # has no circuit, so its backend is only a name it ignores
     snapshot = profile_snapshot(config.backend) if config.model != "classical" else None
-    if snapshot:
-        refuse_on_hardware(snapshot_profile(snapshot), "training",
+    profile = snapshot_profile(snapshot) if snapshot else None
+    if profile is not None:
+        refuse_on_hardware(profile, "training",
                            "every step would be several paid QPU jobs (the forward pass and "
                            "the parameter-shift gradients of each batch)")
     state = None
@@ -316,7 +317,7 @@ def train(
 
     init = torch.Generator().manual_seed(config.seed)
     model = HQCNN(config=config.model_config(),
-                  backend=snapshot_profile(snapshot) if snapshot else config.backend,
+                  backend=profile if profile is not None else config.backend,
                   generator=init)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     shuffle = torch.Generator().manual_seed(config.seed + 1)
