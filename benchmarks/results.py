@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hqcnn_qiskit.jsonio import read_json
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Published MedMNIST v2 baselines (Yang et al., Scientific Data 2023, Table 3), quoted as (AUC,
@@ -64,7 +66,6 @@ ROWS = {
                      "short": "HQCNN without attention", "color": "#55a868"},
 }
 _REPORT_KEYS = ("label", "short", "color")  # the rest of a row are TrainConfig fields
-_METRIC_KEYS = frozenset({"acc", "auc", "val_acc", "val_auc"})  # null in JSON when undefined
 PUBLISHED_COLOR = "#999999"
 # Training recipes compared on the validation split (TrainConfig fields).
 RECIPES = {
@@ -200,7 +201,7 @@ def _noise_eval(out: Path, dataset: str, recipe: str, seed: int, backend: str, d
     checkpoint = cell / "best.pt"
     key = {**_scores_key(cell), "profile": repr(load_profile(backend)), "limit": limit}
     if cache.is_file():
-        cached = _read_json(cache)
+        cached = read_json(cache)
         if cached.get("key") == key and "scores" in cached:  # older caches kept no scores
             return cached
     started = time.perf_counter()
@@ -211,15 +212,6 @@ def _noise_eval(out: Path, dataset: str, recipe: str, seed: int, backend: str, d
     result["scores"], result["labels"] = result["scores"].tolist(), result["labels"].tolist()
     write_json(cache, result)
     return result
-
-
-def _read_json(path: Path):
-    """A JSON file written by ``write_json``, with its undefined metrics (``null``: strict JSON
-    has no NaN) back as NaN, which the tables and means expect."""
-    def nan_metrics(obj: dict) -> dict:
-        return {k: math.nan if v is None and k in _METRIC_KEYS else v for k, v in obj.items()}
-
-    return json.loads(path.read_text(), object_hook=nan_metrics)
 
 
 def _scores_key(folder: Path) -> dict:
@@ -235,7 +227,7 @@ def _load_scores(folder: Path) -> dict | None:
     path = folder / "test_scores.json"
     if not path.is_file():
         return None
-    cached = _read_json(path)
+    cached = read_json(path)
     return cached if cached.get("key") == _scores_key(folder) else None
 
 
@@ -467,7 +459,7 @@ def _fmt(values: list[float]) -> str:
 
 def _load(folder: Path) -> dict | None:
     path = folder / "metrics.json"
-    return _read_json(path) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def _runs(out: Path, dataset: str, recipe: str, row: str, seeds: list[int]) -> list[dict]:

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
-__all__ = ["to_json"]
+__all__ = ["to_json", "read_json", "METRIC_KEYS"]
+
+#: Keys whose ``null`` is an undefined metric (written for NaN by :func:`to_json`).
+METRIC_KEYS = frozenset({"acc", "auc", "val_acc", "val_auc"})
 
 
 def to_json(data, **options) -> str:
@@ -29,3 +33,12 @@ def to_json(data, **options) -> str:
         return value
 
     return json.dumps(finite(data), allow_nan=False, **options)
+
+
+def read_json(path) -> object:
+    """A JSON file written with :func:`to_json`, its undefined metrics (``null`` under one of
+    :data:`METRIC_KEYS`) back as NaN, as the code that wrote them had them."""
+    def nan_metrics(obj: dict) -> dict:
+        return {k: math.nan if v is None and k in METRIC_KEYS else v for k, v in obj.items()}
+
+    return json.loads(Path(path).read_text(encoding="utf-8"), object_hook=nan_metrics)

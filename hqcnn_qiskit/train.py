@@ -8,7 +8,6 @@ uninterrupted run.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
@@ -40,6 +39,7 @@ from .errors import (
     first_line,
 )
 from .evaluate import evaluate_model
+from .jsonio import read_json
 from .model import HQCNN, ModelConfig, count_parameters
 from .profiles import (
     SLOW_TO_TRAIN,
@@ -488,7 +488,7 @@ def train_or_reuse(config: TrainConfig, out: str | os.PathLike, **kwargs) -> tup
     if done < config.epochs:
         return train(config, folder, resume=True, **kwargs), folder
     saved = folder / "metrics.json"
-    metrics = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
+    metrics = read_json(saved) if saved.is_file() else {}
     if len(metrics.get("history", [])) != done:  # stopped before it wrote metrics.json
         metrics = train(replace(config, epochs=done), folder, resume=True, **kwargs)
     log(f"reusing {folder}: it has trained {done} epochs (this run asks for {config.epochs}); "

@@ -167,3 +167,17 @@ def test_written_files_follow_the_umask(tmp_path, umask, mode):
     finally:
         os.umask(previous)
     assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == mode
+
+
+def test_undefined_metrics_round_trip_through_strict_json(tmp_path):
+    """metrics.json holds null for an undefined AUC; every reader (train_or_reuse, results.py)
+    gets it back as NaN, as train() returned it."""
+    import math
+
+    from hqcnn_qiskit.checkpoint import write_json
+    from hqcnn_qiskit.jsonio import read_json
+
+    write_json(tmp_path / "m.json", {"test": {"acc": 0.5, "auc": math.nan}, "note": None})
+    back = read_json(tmp_path / "m.json")
+    assert math.isnan(back["test"]["auc"]) and back["test"]["acc"] == 0.5
+    assert back["note"] is None  # only metric keys mean NaN
