@@ -24,7 +24,6 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         text = action.help or ""
         default = action.default
         if (default is None or default is False or default == () or default == argparse.SUPPRESS
-                or "%(default)" in text
                 or "default" in text or not action.option_strings):
             return action.help
         shown = f"{action.default:.4g}" if isinstance(action.default, float) else "%(default)s"

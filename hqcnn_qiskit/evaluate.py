@@ -275,10 +275,11 @@ def evaluate_checkpoint(
     if backend is not None:
         from .backends import get_backend
 
-        where = get_backend(backend).profile
+        backend = get_backend(backend)  # built once, and handed on to the model
+        where = backend.profile
     elif payload.get("backend_profile"):  # the profile the run kept
         try:
-            where = trained_backend(payload)
+            where = backend = trained_backend(payload)
         except BackendError as exc:
             raise CheckpointError(f"{checkpoint} has no usable backend profile ({exc})") from None
     if where is not None:

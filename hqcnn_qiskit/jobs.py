@@ -946,17 +946,17 @@ def _submitted_head(folder: Path, checkpoint: Path, meta: dict, job_id: str, *, 
     """
     from .checkpoint import load_checkpoint
     from .evaluate import load_checkpoint_model
-    from .model import HQCNN, ModelConfig
+    from .model import Head, ModelConfig
 
     unchanged = checkpoint.is_file() and file_sha256(checkpoint) == meta["checkpoint_sha256"]
     if (folder / "head.pt").is_file():
         saved = load_checkpoint(folder / "head.pt")
-        model = HQCNN(config=ModelConfig(**saved["model_config"]), backend="aer_ideal")
-        model.head.load_state_dict(saved["weights"])
+        head = Head(num_outputs=ModelConfig(**saved["model_config"]).num_outputs)
+        head.load_state_dict(saved["weights"])
         if not unchanged:
             log(f"note: {checkpoint} changed or disappeared since job {job_id} was submitted; "
                 "its head as it was then (saved with the submission) is used")
-        return model.head.eval()
+        return head.eval()
     if not unchanged:
         raise CheckpointError(f"{checkpoint} changed or disappeared since job {job_id} was "
                               "submitted; the head would not match the circuit weights")
