@@ -312,7 +312,9 @@ def _uncertainty_lines(stats: dict, n: int) -> list[str]:
              "SE seeds: seed std / √seeds on the test split, the training runs' differences "
              "together with each seed's own image noise. Half-width √((z·SE split)² + "
              "(t·SE seeds)²), z the normal 97.5% quantile and t Student's at seeds − 1 degrees "
-             f"of freedom ({t_note}; few seeds give wide intervals), computed on the logit "
+             f"of freedom ({t_note}; few seeds give wide intervals), and never less than z times "
+             "the bootstrap SD of the seeds' mean (seeds that agree on the split by chance do "
+             "not give a zero-width interval), computed on the logit "
              "scale for ACC and AUC and mapped back into [0, 1] (on the plain scale, clipped "
              "to [0, 1], for a metric that reaches 0 or 1 on some resample); the table shows the "
              "SEs on the plain scale. Differences are paired by seed and by image; their SE split is small "
@@ -455,6 +457,35 @@ def _fmt(values: list[float]) -> str:
     if not values:
         return "—"
     return f"{mean:.3f} ± {std:.3f}" if len(values) > 1 else f"{mean:.3f}"
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 epoch``, ``60 epochs``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _image_points(dataset: str, n: int, *, short: bool = False) -> str:
+    """How much of medmnist's ACC one test image is: 100/n points, or for a multi-label task
+    (whose ACC is the mean over labels of each label's accuracy) 100/(n·labels) per label
+    decision, and up to 100/n for all of one image's labels."""
+    from hqcnn_qiskit.data import DatasetSpec
+
+    spec = DatasetSpec(dataset)
+    where = "" if short else f"on these {n} test images "
+    if not spec.multilabel:
+        return f"{where}one image is {100 / n:.1f} points{'' if short else ' of ACC'}"
+    labels = spec.num_outputs
+    return (f"{where}one image's decision on one of its {labels} labels is "
+            f"{100 / (n * labels):.2f} points, all of one image's labels up to {100 / n:.1f}")
+
+
+def _constant_seeds(results: list[dict], seeds: list[int]) -> list[int]:
+    """The seeds whose evaluation gave every image the same decision (a model that predicts
+    one class for all images: its ACC is that class's share, whatever the backend)."""
+    from hqcnn_qiskit.uncertainty import predictions
+
+    return [seed for seed, r in zip(seeds, results)
+            if len(np.unique(predictions(r["task"], r["scores"]), axis=0)) == 1]
 
 
 def _load(folder: Path) -> dict | None:
@@ -631,9 +662,9 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
                 continue
             p = runs[0]["parameters"]
             wall = statistics.fmean(m["wall_time_s"] for m in runs)
-            epochs = runs[0]["config"]["epochs"]
+            epochs = _count(runs[0]["config"]["epochs"], "epoch")
             lines.append(f"| {spec['label']} | {_fmt(aucs)} | {_fmt(accs)} | {len(runs)} | "
-                         f"{p['quantum']} | {p['classical']} | {wall:.0f} s ({epochs} epochs) |")
+                         f"{p['quantum']} | {p['classical']} | {wall:.0f} s ({epochs}) |")
         for name, (auc, acc) in PUBLISHED.get(dataset, {}).items():
             lines.append(f"| {name}, MedMNIST v2 (*quoted*) | {auc:.3f} | {acc:.3f} | — | — | — | — |")
         if dataset in PAPER:
@@ -666,10 +697,9 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
                     text += ", the target inside the interval"
                 checks.append(text)
             lines += ["", "Targets (HQCNN, mean of the seeds): " + "; ".join(checks)
-                      + f". Scale: on these {n} test images one image is {100 / n:.1f} points "
-                        "of ACC." + (" A target inside its interval is one these runs cannot "
-                                     "tell apart from the result, in either direction."
-                                     if judged else "")]
+                      + f". Scale: {_image_points(dataset, n)}."
+                      + (" A target inside its interval is one these runs cannot tell apart "
+                         "from the result, in either direction." if judged else "")]
         if noise.get(dataset):
             evals = noise[dataset]["evals"]
             lines += ["", "### Noise study", "",
@@ -701,10 +731,16 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
                 elif judged:
                     note = (f" The 95% interval reaches beyond ±{MITIGATED_GAP_POINTS:.0f} points, "
                             "so these runs do not show that the gap is that small.")
+                constant = _constant_seeds(exact, seeds)
+                if constant:
+                    note += (f" Seed{'s' if len(constant) > 1 else ''} "
+                             f"{', '.join(map(str, constant))}: the exact model gives every image "
+                             "the same decision, so its ACC is one class's share and the gap "
+                             "says little about the noise; the AUC columns say more.")
                 lines += ["", "Mitigated noisy accuracy minus exact accuracy on the same images: "
                               f"{gap:+.1f} points on average ({interval}per seed: "
-                              f"{', '.join(f'{g:+.1f}' for g in gaps)}; one image is "
-                              f"{100 / exact[0]['n']:.1f} points); by the mean, "
+                              f"{', '.join(f'{g:+.1f}' for g in gaps)}; "
+                              f"{_image_points(dataset, exact[0]['n'], short=True)}); by the mean, "
                               f"{'within' if within else 'outside'} the "
                               f"{MITIGATED_GAP_POINTS:.0f}-point target: "
                               f"**{'met' if within else 'missed'}**.{note}"]
@@ -714,7 +750,7 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
                 lines += ["", "| HQCNN trained on `aer_noisy` (tested on `aer_noisy`) | test AUC | "
                               "test ACC | seeds | training set | train time / seed |",
                           "|---|---|---|---|---|---|",
-                          f"| {config['epochs']} epochs, recipe `{recipe}` | "
+                          f"| {_count(config['epochs'], 'epoch')}, recipe `{recipe}` | "
                           f"{_fmt([m['test']['auc'] for m in trained])} | "
                           f"{_fmt([m['test']['acc'] for m in trained])} | "
                           f"{', '.join(str(m['config']['seed']) for m in trained)} | "

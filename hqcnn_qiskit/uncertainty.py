@@ -43,9 +43,9 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["Estimate", "metric_columns", "weighted_auc", "draw_counts", "paired_bootstrap",
-           "estimate", "split_intervals", "split_interval_methods", "needs_resamples",
-           "seeds_to_resolve"]
+__all__ = ["Estimate", "metric_columns", "predictions", "weighted_auc", "draw_counts",
+           "paired_bootstrap", "estimate", "split_intervals", "split_interval_methods",
+           "needs_resamples", "seeds_to_resolve"]
 
 #: medmnist's tasks (``INFO[flag]["task"]``).
 TASKS = ("binary-class", "multi-class", "ordinal-regression", "multi-label, binary-class")
@@ -85,14 +85,34 @@ def metric_columns(task: str, labels, scores) -> tuple[list[tuple[np.ndarray, np
     if (y.shape[1:] != s.shape[1:]) if multilabel else (y.size != len(y)):
         want = f"images x {s.shape[1]} labels" if multilabel else "one label per image"
         raise DataError(f"labels must be {want}, got shape {y.shape}")
+    decided = predictions(task, s)
     if task == "binary-class":
         y = y.reshape(-1)
-        return [(y == 1, s[:, -1])], (y == (s[:, -1] > 0.5)).astype(float)
+        return [(y == 1, s[:, -1])], (y == decided).astype(float)
     if multilabel:
         return ([(y[:, i] == 1, s[:, i]) for i in range(s.shape[1])],
-                ((s > 0.5) == (y == 1)).mean(axis=1))
+                (decided == (y == 1)).mean(axis=1))
     y = y.reshape(-1)
-    return [(y == i, s[:, i]) for i in range(s.shape[1])], (s.argmax(axis=1) == y).astype(float)
+    return [(y == i, s[:, i]) for i in range(s.shape[1])], (decided == y).astype(float)
+
+
+def predictions(task: str, scores) -> np.ndarray:
+    """The decisions medmnist's ACC scores: for a binary task whether the last column passes
+    0.5, for a multi-label task each column's, else the argmax class.
+
+    Args:
+        task: medmnist's task.
+        scores: The model's probabilities (images x columns).
+
+    Returns:
+        One decision per image (images x labels for a multi-label task).
+    """
+    s = np.asarray(scores, dtype=float)
+    if task == "binary-class":
+        return (s[:, -1] > 0.5).astype(int)
+    if task.startswith("multi-label"):
+        return s > 0.5
+    return s.argmax(axis=1)
 
 
 def weighted_auc(positive: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -225,9 +245,10 @@ def estimate(values: np.ndarray, *, bounded: bool = True) -> Estimate:
     Two variances: ``C``, the mean covariance between different seeds' bootstrap values (the
     image noise every seed shares; with one seed, its bootstrap variance; floored at 0), and
     ``s²/k``, the variance of the k seeds' values on the test split over k (the training runs,
-    with each seed's own image noise). The half-width is
-    ``√(z²·C + t²·s²/k)``, z the normal quantile and t Student's at k − 1 degrees of freedom,
-    so that three seeds give a wide interval. A metric (``bounded``) is handled on the logit
+    with each seed's own image noise). The half-width is ``√(z²·C + t²·s²/k)``, z the normal
+    quantile and t Student's at k − 1 degrees of freedom, so that three seeds give a wide
+    interval; it is never less than z times the bootstrap standard deviation of the seeds' mean
+    (the images' error of these very seeds). A metric (``bounded``) is handled on the logit
     scale, where it is less skewed, and mapped back into [0, 1]; if it reaches 0 or 1 (a
     perfect score, on the split or on a resample), on the plain scale, clipped into [0, 1].
 
@@ -254,7 +275,11 @@ def estimate(values: np.ndarray, *, bounded: bool = True) -> Estimate:
                              and np.all((boot > 0) & (boot < 1)))
     scale = _logit if logit else np.asarray
     shared_s, seed_var_s = _variances(scale(values[:, 0]), scale(boot))
-    half = _half_width(shared_s, seed_var_s, k)
+    # never narrower than the images' own error of these seeds' mean: with few seeds, their
+    # values on the split can agree by chance (V = 0) while their resamples' covariance is
+    # negative (C floored at 0), and the half-width would be 0
+    half = max(_half_width(shared_s, seed_var_s, k),
+               Z95 * float(np.std(scale(boot).mean(axis=0), ddof=1)))
     center = float(scale(mean))
     low, high = center - half, center + half
     if logit:

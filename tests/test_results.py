@@ -200,6 +200,7 @@ def test_protocol_on_another_multiclass_dataset(tmp_path, capsys):
     assert "| ResNet-50 (28), MedMNIST v2 (*quoted*) | 0.997 | 0.956 |" in report
     assert "HQCNN paper claim" not in report
     assert "| `aer_noisy_mitigated` |" in report and "HQCNN trained on `aer_noisy`" in report
+    assert "s (1 epoch) |" in report and "| 1 epoch, recipe `plain` |" in report
     assert "Mitigated noisy accuracy minus exact accuracy" in report
     gap_line = next(line for line in report.splitlines() if line.startswith("Mitigated noisy"))
     # paired per image, from the cached scores; one seed: the images' error only, no judgement
@@ -230,6 +231,25 @@ def test_protocol_on_another_multiclass_dataset(tmp_path, capsys):
     write_synthetic(tmp_path / "other", "bloodmnist", seed=1)
     with pytest.raises(SystemExit, match="were trained on another bloodmnist.npz"):
         results.main(["--data-root", str(tmp_path / "other"), *argv[2:]])
+
+
+def test_report_wording_counts_multilabel_images_and_one_class_models():
+    assert results._count(1, "epoch") == "1 epoch" and results._count(60, "epoch") == "60 epochs"
+    assert (results._image_points("breastmnist", 156)
+            == "on these 156 test images one image is 0.6 points of ACC")
+    # ChestMNIST's ACC is a mean over its 14 labels: one image is not 100/n points of it
+    chest = results._image_points("chestmnist", 100)
+    assert "one image's decision on one of its 14 labels is 0.07 points" in chest
+    assert chest.endswith("all of one image's labels up to 1.0")
+    # a model that gives every image the same decision is named in the noise-gap sentence
+    one_class = {"task": "binary-class", "scores": [[0.9, 0.1], [0.7, 0.3], [0.6, 0.4]]}
+    varied = {"task": "binary-class", "scores": [[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]]}
+    assert results._constant_seeds([one_class, varied, one_class], [3, 4, 5]) == [3, 5]
+    same_labels = {"task": "multi-label, binary-class", "scores": [[0.9, 0.1], [0.8, 0.3]]}
+    other_labels = {"task": "multi-label, binary-class", "scores": [[0.9, 0.1], [0.8, 0.7]]}
+    assert results._constant_seeds([same_labels, other_labels], [0, 1]) == [0]
+    argmax = {"task": "multi-class", "scores": [[0.5, 0.3, 0.2], [0.4, 0.35, 0.25]]}
+    assert results._constant_seeds([argmax], [7]) == [7]
 
 
 def test_an_undefined_auc_reads_nan_instead_of_crashing():

@@ -124,6 +124,21 @@ def test_estimate_covers_the_truth_at_three_seeds():
     assert hits / 400 >= 0.93
 
 
+def test_estimate_is_never_narrower_than_the_images_error_of_the_seed_mean():
+    """Two seeds equal on the split (V = 0) whose resamples move against each other (C < 0,
+    floored at 0): the old half-width was 0. It is now z times the bootstrap SD of their mean."""
+    rng = np.random.default_rng(11)
+    first = rng.normal(scale=0.02, size=500)
+    second = -0.6 * first + rng.normal(scale=0.004, size=500)
+    values = np.concatenate([[[0.05], [0.05]], 0.05 + np.stack([first, second])], axis=1)
+    e = estimate(values, bounded=False)
+    assert e.se_split == 0.0 and e.se_seeds == 0.0
+    sd_mean = np.std(values[:, 1:].mean(axis=0), ddof=1)
+    assert sd_mean > 0.003
+    assert e.high - e.mean == pytest.approx(1.959963984540054 * sd_mean)
+    assert e.mean - e.low == pytest.approx(1.959963984540054 * sd_mean)
+
+
 def test_estimate_one_seed_and_undefined_cases():
     rng = np.random.default_rng(4)
     one = np.concatenate([[[0.7]], 0.7 + rng.normal(scale=0.02, size=(1, 500))], axis=1)
