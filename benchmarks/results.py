@@ -53,6 +53,8 @@ PUBLISHED = {
 }
 # The HQCNN paper's own claims (arXiv 2509.14277, abstract), quoted: (AUC, ACC, how the paper's
 # task differs from the official one, or ""); None = not stated.
+PAPER_DATASETS = ("pathmnist", "organamnist", "bloodmnist", "octmnist", "breastmnist",
+                  "pneumoniamnist")  # the six the paper evaluates: its claim, or "not stated"
 PAPER = {
     "breastmnist": (None, 0.8718, ""),
     "organamnist": (None, 0.9995, ""),
@@ -407,13 +409,13 @@ def _gap_estimate(exact: list[dict], other: list[dict], seeds: list[int]):
                    100.0)
 
 
-def _verdict(diff, other: str) -> str:
-    """One sentence on the HQCNN's test AUC against ``other``, from the 95% interval of the
-    difference (an :class:`~hqcnn_qiskit.uncertainty.Estimate`)."""
+def _verdict(diff, other: str, metric: str = "AUC") -> str:
+    """One sentence on the HQCNN's test ``metric`` against ``other``, from the 95% interval of
+    the difference (an :class:`~hqcnn_qiskit.uncertainty.Estimate`)."""
     if diff.seeds < 2 or not diff.defined:
         why = ("one seed does not measure the training runs' error" if diff.seeds < 2
                else "its interval is undefined")
-        return (f"Verdict on test AUC against {other}: none; the difference is "
+        return (f"Verdict on test {metric} against {other}: none; the difference is "
                 f"{diff.mean:+.3f}, but {why}.")
     found = (f"the difference is {diff.mean:+.3f} and its 95% interval, {diff.low:+.3f} to "
              f"{diff.high:+.3f},")
@@ -422,11 +424,21 @@ def _verdict(diff, other: str) -> str:
     elif diff.high < 0:
         verdict = f"the HQCNN does **not** beat {other}, which is better: {found} lies below 0."
     else:
-        verdict = (f"the HQCNN does **not** beat {other} on this evidence: {found} includes 0, "
-                   f"so differences up to {max(-diff.low, diff.high):.3f} either way are not "
-                   "excluded. An honest null result, not a proof that the two are equal.")
+        verdict = (f"the HQCNN does **not** beat {other} on this evidence: {found} includes 0. "
+                   f"These runs allow the HQCNN anything from {-diff.low:.3f} worse to "
+                   f"{diff.high:.3f} better. An honest null result, not a proof that the two "
+                   "are equal.")
         verdict += " " + _planning(diff)
-    return f"Verdict on test AUC: {verdict}"
+    return f"Verdict on test {metric}: {verdict}"
+
+
+def _standing(diff) -> str:
+    """The HQCNN against another row in a few words, for the results table."""
+    if diff.seeds < 2 or not diff.defined:
+        return f"{diff.mean:+.3f}, not judged ({'one seed' if diff.seeds < 2 else 'no interval'})"
+    word = ("**better**" if diff.low > 0 else "**worse**" if diff.high < 0
+            else "**not better** (0 inside)")
+    return f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] {word}"
 
 
 def _planning(diff) -> str:
@@ -457,6 +469,21 @@ def _fmt(values: list[float]) -> str:
     if not values:
         return "—"
     return f"{mean:.3f} ± {std:.3f}" if len(values) > 1 else f"{mean:.3f}"
+
+
+def _backend_note(evals: dict) -> str:
+    """What each noisy backend of the study is, from its profile."""
+    from hqcnn_qiskit.profiles import load_profile
+
+    engines = {"batched": "the package's batched density-matrix engine (checked against "
+                          "AerSimulator, docs/BACKENDS.md)", "aer": "AerSimulator"}
+    parts = []
+    for name in evals:
+        profile = load_profile(name)
+        if profile.kind == "aer" and profile.device:
+            parts.append(f"`{name}`: {profile.description}, simulated on "
+                         f"{engines.get(profile.engine, profile.engine)}")
+    return ("Backends: " + "; ".join(parts) + ".") if parts else ""
 
 
 def _count(n: int, noun: str) -> str:
@@ -604,13 +631,15 @@ def _recipe_table(out: Path, dataset: str, recipes: list[str], seeds: list[int],
         settings = ", ".join([f"epochs={runs[0]['config']['epochs']}", *filter(None, [settings])])
         selected = ", ".join(str(m["best_epoch"]) for m in runs)
         lines.append(f"| {name} | {settings} | {' | '.join(cols)} | {len(runs)} | {selected} |")
-        drop = next((h["epoch"] for h in runs[0]["history"]
-                     if h.get("lr", runs[0]["config"]["lr"]) < runs[0]["config"]["lr"]), None)
-        if drop is not None:
-            notes.append(f"`{recipe}` lowers the learning rate from epoch {drop} on; before that "
-                         "its checkpoints are those of the same recipe at a constant rate (same "
-                         "seed, same batches); the selected epochs show whether the lower rate "
-                         "was ever chosen.")
+        history, base = runs[0]["history"], runs[0]["config"]["lr"]
+        drops = [h["epoch"] for before, h in zip([{"lr": base}, *history], history)
+                 if h.get("lr", base) < before.get("lr", base)]
+        if drops:
+            steps = " and ".join(f"from epoch {e} on" for e in drops)
+            notes.append(f"`{recipe}` lowers the learning rate {_count(len(drops), 'time')} "
+                         f"(×0.1 {steps}); before epoch {drops[0]} its checkpoints are those "
+                         "of the same recipe at a constant rate (same seed, same batches); the "
+                         "selected epochs show whether a lower rate was ever chosen.")
     return [*lines, "", *(part for note in notes for part in (note, ""))]
 
 
@@ -649,8 +678,14 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
     for dataset, recipe in chosen.items():
         lines += [f"## {dataset}", "", *_recipe_table(out, dataset, recipes, seeds, recipe, limit_eval),
                   f"### Results with recipe `{recipe}`", "",
-                  "| row | test AUC | test ACC | seeds | quantum params | classical params | train time / seed |",
-                  "|---|---|---|---|---|---|---|"]
+                  "The last two columns answer whether the HQCNN beats each rerun row: the "
+                  "HQCNN's test metric minus the row's, paired by seed and image, with its 95% "
+                  "interval (see *Uncertainty* below); *not better* means the interval holds 0.",
+                  "",
+                  "| row | test AUC | test ACC | seeds | quantum params | classical params | "
+                  "train time / seed | HQCNN minus row, AUC | HQCNN minus row, ACC |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        stats = estimates(out, dataset, recipe, seeds)
         summary, runs_of = {}, {}
         for row, spec in ROWS.items():
             runs = runs_of[row] = _runs(out, dataset, recipe, row, seeds)
@@ -658,29 +693,34 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
             accs = [m["test"]["acc"] for m in runs]
             summary[row] = (aucs, accs)
             if not runs:
-                lines.append(f"| {spec['label']} | not run | | 0 | | | |")
+                lines.append(f"| {spec['label']} | not run | | 0 | | | | | |")
                 continue
             p = runs[0]["parameters"]
             wall = statistics.fmean(m["wall_time_s"] for m in runs)
             epochs = _count(runs[0]["config"]["epochs"], "epoch")
+            diff = stats.get(f"hqcnn-{row}", {})
+            against = " | ".join(_standing(diff[m]) if m in diff else "—" for m in ("auc", "acc"))
             lines.append(f"| {spec['label']} | {_fmt(aucs)} | {_fmt(accs)} | {len(runs)} | "
-                         f"{p['quantum']} | {p['classical']} | {wall:.0f} s ({epochs}) |")
+                         f"{p['quantum']} | {p['classical']} | {wall:.0f} s ({epochs}) | "
+                         f"{against} |")
         for name, (auc, acc) in PUBLISHED.get(dataset, {}).items():
-            lines.append(f"| {name}, MedMNIST v2 (*quoted*) | {auc:.3f} | {acc:.3f} | — | — | — | — |")
-        if dataset in PAPER:
-            auc, acc, differs = PAPER[dataset]
-            lines.append(f"| HQCNN paper claim (*quoted*, arXiv 2509.14277"
+            lines.append(f"| {name}, MedMNIST v2 (*quoted*) | {auc:.3f} | {acc:.3f} | — | — | — "
+                         "| — | not rerun | not rerun |")
+        if dataset in PAPER_DATASETS:
+            auc, acc, differs = PAPER.get(dataset, (None, None, ""))
+            lines.append(f"| HQCNN paper claim (*quoted*, arXiv 2509.14277 abstract"
                          f"{f'; {differs}' if differs else ''}) | "
                          f"{'not stated' if auc is None else f'{auc:.4f}'} | "
-                         f"{'not stated' if acc is None else f'{acc:.4f}'} | — | — | — | — |")
-        stats = estimates(out, dataset, recipe, seeds)
+                         f"{'not stated' if acc is None else f'{acc:.4f}'} | — | — | — | — "
+                         "| not rerun | not rerun |")
         if stats:
             lines += _uncertainty_lines(stats, runs_of["hqcnn"][0]["test"]["n"])
             images.append(_uncertainty_plot(stats, docs, dataset))
         for row, name in (("classical", "its classical twin"),
                           ("hqcnn_noattn", "the same circuit without the attention block")):
             if f"hqcnn-{row}" in stats:
-                lines += ["", _verdict(stats[f"hqcnn-{row}"]["auc"], name)]
+                lines += [part for metric in ("auc", "acc") for part in
+                          ("", _verdict(stats[f"hqcnn-{row}"][metric], name, metric.upper()))]
         if dataset in TARGETS and summary["hqcnn"][0]:
             n = runs_of["hqcnn"][0]["test"]["n"]
             checks, judged = [], False
@@ -704,7 +744,8 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
             evals = noise[dataset]["evals"]
             lines += ["", "### Noise study", "",
                       f"The exact-trained HQCNN of each seed ({', '.join(map(str, seeds))}), "
-                      "evaluated on each backend; mean ± std over the seeds.", "",
+                      "evaluated on each backend; mean ± std over the seeds. "
+                      + _backend_note(evals), "",
                       "| evaluated on | test AUC | test ACC | images | time (all seeds) |",
                       "|---|---|---|---|---|"]
             for backend, results in evals.items():

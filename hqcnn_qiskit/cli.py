@@ -10,6 +10,7 @@ import argparse
 import math
 import os
 import sys
+from pathlib import Path
 
 from .errors import HQCNNError
 from .jsonio import to_json
@@ -79,6 +80,22 @@ def _positive_float(text: str) -> float:
 
 def _non_negative_float(text: str) -> float:
     return _number(text, parse=float, zero=True)
+
+
+def _png_file(text: str) -> str:
+    """``--plot``: checked before any work, so that a typo does not cost an evaluation."""
+    path = Path(text)
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"expected a file ending in .png, got '{text}'")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"folder '{path.parent}' of {text} does not exist")
+    return text
+
+
+def add_plot_arg(p: argparse.ArgumentParser) -> None:
+    """``--plot FILE.png`` of ``evaluate``, ``infer`` and ``jobs fetch``."""
+    p.add_argument("--plot", type=_png_file, metavar="FILE.png",
+                   help="also draw the ROC curves and the confusion matrix of these images")
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -152,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resamples of the images behind the 95%% intervals (0: no "
                         "intervals; else >= 100)")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_plot_arg(p)
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar (drawn only when stderr is a terminal; elsewhere a "
                         "line every 15 s of long work)")
@@ -231,12 +249,13 @@ def _evaluate(args) -> int:
     if args.backend and result["backend"].startswith("none"):
         print(f"note: {args.checkpoint} is the classical twin; --backend {args.backend} is not "
               "used", file=sys.stderr)
-    report_metrics(result, resamples=args.bootstrap, as_json=args.json, on=result["backend"])
+    report_metrics(result, resamples=args.bootstrap, as_json=args.json, on=result["backend"],
+                   plot=args.plot)
     return 0
 
 
 def report_metrics(result: dict, *, resamples: int, as_json: bool, on: str,
-                   extra: dict | None = None, tail: str = "") -> None:
+                   extra: dict | None = None, tail: str = "", plot: str | None = None) -> None:
     """Print ACC and AUC with 95% intervals from the evaluated images (``evaluate``, ``infer``
     and ``jobs fetch`` share it), and notes on stderr for what cannot be computed.
 
@@ -248,6 +267,8 @@ def report_metrics(result: dict, *, resamples: int, as_json: bool, on: str,
         on: What the text line says the images ran on.
         extra: Further keys of the JSON object.
         tail: Appended to the text line.
+        plot: A PNG file for the ROC curves and the confusion matrix (needs ``class_names``
+            in ``result``), drawn after the metrics are printed.
     """
     from .uncertainty import MIN_IMAGES, needs_resamples, split_interval_methods, split_intervals
 
@@ -274,6 +295,7 @@ def report_metrics(result: dict, *, resamples: int, as_json: bool, on: str,
                        # resamples behind the intervals given (0: none; the exact ACC and the
                        # binary AUC intervals need none)
                        "bootstrap": drawn, **(extra or {})}))
+        _draw(result, plot, on)
         return
 
     def shown(metric: str) -> str:
@@ -287,6 +309,19 @@ def report_metrics(result: dict, *, resamples: int, as_json: bool, on: str,
         methods = split_interval_methods(result["task"], resamples, shown_intervals)
         print(f"[95% intervals from these {result['n']} images alone ({methods}); another "
               "training seed can differ by more]")
+    _draw(result, plot, on)
+
+
+def _draw(result: dict, plot: str | None, on: str) -> None:
+    """The ROC curves and confusion matrix of ``result`` into ``plot`` (if given)."""
+    if not plot:
+        return
+    from .plots import roc_and_confusion, save_figure
+
+    figure = roc_and_confusion(result["task"], result["labels"], result["scores"],
+                               class_names=result["class_names"],
+                               title=f"{result['dataset']} {result['split']} on {on}")
+    print(f"wrote {save_figure(figure, plot)}", file=sys.stderr)
 
 
 def _backends(args) -> int:

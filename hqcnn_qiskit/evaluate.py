@@ -263,8 +263,8 @@ def evaluate_checkpoint(
         log: Progress lines without a bar (see :func:`predict`).
 
     Returns:
-        ``{"acc", "auc", "n", "split", "backend", "dataset", "checkpoint", "task"}`` (and the
-        scores).
+        ``{"acc", "auc", "n", "split", "backend", "dataset", "checkpoint", "task",
+        "class_names"}`` (and the scores).
 
     Raises:
         ConfigError: ``backend`` is IBM hardware (``hqcnn-qiskit infer`` runs a model there).
@@ -295,4 +295,5 @@ def evaluate_checkpoint(
                              desc=f"{split}", keep_scores=keep_scores, log=log)
     used = model.quantum.backend.name if model.is_quantum else "none (classical)"
     return {**metrics, "split": split, "backend": used, "dataset": spec.describe(),
-            "checkpoint": str(Path(checkpoint)), "task": spec.task}
+            "checkpoint": str(Path(checkpoint)), "task": spec.task,
+            "class_names": spec.class_names}

@@ -837,7 +837,7 @@ def fetch_job(job_id: str, *, run_dir=None, wait: bool = True, keep_scores: bool
 
     Returns:
         ``{"acc", "auc", "n", "split", "backend", "dataset", "job_id", "device", "predictions",
-        "checkpoint", "task"}`` (and the scores).
+        "checkpoint", "task", "class_names"}`` (and the scores).
 
     Raises:
         HQCNNError: Unknown job id, a failed job (with the service's reason), a job not finished
@@ -915,7 +915,7 @@ def fetch_job(job_id: str, *, run_dir=None, wait: bool = True, keep_scores: bool
     return {**metrics, "n": int(meta["n"]), "split": meta["split"], "backend": meta["backend"],
             "dataset": meta["dataset_label"], "job_id": job_id, "device": meta["device"],
             "predictions": str(predictions), "checkpoint": str(checkpoint), "task": spec.task,
-            **kept}
+            "class_names": spec.class_names, **kept}
 
 
 def _service_job(job_id: str, *, log: Log | None = None):

@@ -17,7 +17,7 @@ __all__ = ["add_commands"]
 
 def add_commands(sub, parser_class) -> None:
     """Add ``infer`` and ``jobs {list,status,fetch}`` to the ``hqcnn-qiskit`` parser."""
-    from .cli import _add_data_args, _at_least_two, _resamples
+    from .cli import _add_data_args, _at_least_two, _resamples, add_plot_arg
 
     p = sub.add_parser("infer", help="run a checkpoint's circuit as one journaled job",
                        description="Run the classical front locally and the circuit of all "
@@ -40,6 +40,7 @@ def add_commands(sub, parser_class) -> None:
     p.add_argument("--json", action="store_true",
                    help="one JSON object on stdout: that of `evaluate --json` plus job_id and "
                         "checkpoint")
+    add_plot_arg(p)
     _add_data_args(p)
     p.set_defaults(func=_infer_cmd)
 
@@ -66,17 +67,18 @@ def add_commands(sub, parser_class) -> None:
                    help="resamples of the images behind the 95%% intervals (0: no "
                         "intervals; else >= 100)")
     q.add_argument("--json", action="store_true")
+    add_plot_arg(q)
     q.set_defaults(func=_fetch_cmd)
 
 
-def _print_metrics(result: dict, as_json: bool, resamples: int) -> None:
-    """The fetched metrics: ``evaluate``'s line (or JSON object) plus the job."""
+def _print_metrics(result: dict, args) -> None:
+    """The fetched metrics: ``evaluate``'s line (or JSON object) plus the job, and the plot."""
     from .cli import report_metrics
 
-    report_metrics(result, resamples=resamples, as_json=as_json,
+    report_metrics(result, resamples=args.bootstrap, as_json=args.json,
                    on=f"{result['backend']} (job {result['job_id']})",
                    extra={"job_id": result["job_id"], "checkpoint": result["checkpoint"]},
-                   tail=f"; predictions: {result['predictions']}")
+                   tail=f"; predictions: {result['predictions']}", plot=args.plot)
 
 
 def _interrupted(command: str, job_ids: list[str], sending=None) -> int:
@@ -124,13 +126,16 @@ def _infer_cmd(args) -> int:
             print("\n".join(result["plan"]))
         return 0
     if result.get("status") == "submitted":
+        if args.plot:
+            print(f"note: no plot yet; `hqcnn-qiskit jobs fetch {result['job_id']} --plot "
+                  f"{args.plot}` draws it", file=sys.stderr)
         if args.json:
             print(to_json(result))
         else:
             print(f"submitted {' '.join(result['job_ids'])}; "
                   f"`hqcnn-qiskit jobs fetch {result['job_id']}` collects the result")
         return 0
-    _print_metrics(result, args.json, args.bootstrap)
+    _print_metrics(result, args)
     return 0
 
 
@@ -172,5 +177,5 @@ def _fetch_cmd(args) -> int:
         result = fetch_job(args.job_id, run_dir=args.run, wait=not args.no_wait, keep_scores=True)
     except KeyboardInterrupt:
         return _interrupted("jobs fetch", [args.job_id])
-    _print_metrics(result, args.json, args.bootstrap)
+    _print_metrics(result, args)
     return 0

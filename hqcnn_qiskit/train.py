@@ -53,6 +53,8 @@ from .profiles import (
 __all__ = ["TrainConfig", "train", "train_or_reuse"]
 
 # Fields that define what is trained; a resume must agree on all of them.
+CURVES_EVERY_SECONDS = 30.0  # redraw curves.png during training at most this often
+
 _IDENTITY = ("dataset", "model", "layers", "attention", "angle_scale", "angle_norm", "backend",
              "seed", "batch_size", "lr", "lr_schedule", "weight_decay", "augment", "limit_train",
              "limit_eval")
@@ -268,8 +270,9 @@ def train(
 
     Args:
         config: What to train.
-        out: Run folder: ``best.pt``, ``last.pt``, ``metrics.json`` (and ``circuit.qpy`` for
-            transpiled backends).
+        out: Run folder: ``best.pt``, ``last.pt``, ``metrics.json``, ``curves.png`` (the
+            training curves, redrawn every :data:`CURVES_EVERY_SECONDS` and at the end) and,
+            for transpiled backends, ``circuit.qpy``.
         data_root: Data folder (else ``$HQCNN_DATA_ROOT``, else medmnist's default).
         resume: Continue from ``out/last.pt``.
         verify: Check dataset MD5s.
@@ -366,6 +369,8 @@ def train(
 
     loss_fn = _loss_fn(spec)
     images, labels = train_set.tensors
+    title = f"{spec.describe()}, {config.model}, seed {config.seed}"
+    drawn = time.monotonic()
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         model.train()
@@ -427,6 +432,9 @@ def train(
         if improved:
             save_checkpoint(out / "best.pt", payload)
         save_checkpoint(out / "last.pt", payload)
+        if time.monotonic() - drawn >= CURVES_EVERY_SECONDS and epoch + 1 < config.epochs:
+            _draw_curves(out, history, best["epoch"], title)
+            drawn = time.monotonic()
         log(
             f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}  val acc "
             f"{val['acc']:.4f} auc {val['auc']:.4f}  ({seconds:.1f}s){'  *best' if improved else ''}"
@@ -447,8 +455,16 @@ def train(
         "config": config.to_dict(),
     }
     write_json(out / "metrics.json", metrics)
+    _draw_curves(out, history, best["epoch"], title)
     log(f"best epoch {best['epoch']}: test acc {test['acc']:.4f} auc {test['auc']:.4f} -> {out}")
     return metrics
+
+
+def _draw_curves(out: Path, history: list[dict], best_epoch: int, title: str) -> None:
+    """``out/curves.png``: the loss and the validation metrics so far."""
+    from .plots import save_figure, training_curves
+
+    save_figure(training_curves(history, best_epoch=best_epoch, title=title), out / "curves.png")
 
 
 def train_or_reuse(config: TrainConfig, out: str | os.PathLike, **kwargs) -> tuple[dict, Path]:

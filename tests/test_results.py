@@ -105,11 +105,12 @@ def test_cell_settings_and_old_cells(tmp_path):
         finished(step, {"epochs": 120, "lr_schedule": "step"})
 
 
-def test_recipe_table_shows_selected_epochs_and_the_first_rate_drop(tmp_path):
+def test_recipe_table_shows_selected_epochs_and_every_rate_drop(tmp_path):
     for seed, best in enumerate([2, 4]):
         folder = results._cell(tmp_path, "breastmnist", "medmnist_v2", "hqcnn", seed)
         folder.mkdir(parents=True)
-        history = [{"epoch": e, "lr": 1e-3 if e < 3 else 1e-4} for e in range(1, 5)]
+        history = [{"epoch": e, "lr": 1e-3 if e < 3 else 1e-4 if e < 4 else 1e-5}
+                   for e in range(1, 5)]
         (folder / "metrics.json").write_text(json.dumps({
             "best_epoch": best, "val": {"auc": 0.9, "acc": 0.8}, "test": {"auc": 0.8, "acc": 0.7},
             "history": history, "config": {"lr": 1e-3, "epochs": 4}}))
@@ -118,7 +119,8 @@ def test_recipe_table_shows_selected_epochs_and_the_first_rate_drop(tmp_path):
     assert "| plain | — | not run |" in text
     # the epochs the runs had (here 4, as with --epochs), not the recipe's default of 100
     assert "| **medmnist_v2** | epochs=4, lr_schedule=step |" in text and "| 2 | 2, 4 |" in text
-    assert "lowers the learning rate from epoch 3 on" in text
+    assert "lowers the learning rate 2 times (×0.1 from epoch 3 on and from epoch 4 on); " \
+           "before epoch 3" in text
 
 
 def test_protocol_runs_resumes_and_writes_report(tmp_path, data_root, capsys):
@@ -152,6 +154,10 @@ def test_protocol_runs_resumes_and_writes_report(tmp_path, data_root, capsys):
     # one seed here: its intervals are said to hold the test split's error only, and no verdict
     assert "With one seed the training runs' error is not measured" in report
     assert "Verdict on test AUC against its classical twin: none" in report
+    assert "Verdict on test ACC against its classical twin: none" in report
+    twin_row = next(line for line in report.splitlines() if line.startswith("| Classical twin"))
+    assert twin_row.count("not judged (one seed)") == 2  # the HQCNN-minus-row columns
+    assert "| HQCNN paper claim (*quoted*, arXiv 2509.14277 abstract) | not stated | 0.8718 |" in report
     assert (tmp_path / "docs" / "uncertainty_breastmnist.png").stat().st_size > 1000
     scores = tmp_path / "runs" / "breastmnist" / chosen / "hqcnn" / "seed0" / "test_scores.json"
     assert len(json.loads(scores.read_text())["scores"]) == 156
@@ -198,7 +204,9 @@ def test_protocol_on_another_multiclass_dataset(tmp_path, capsys):
     # the quoted MedMNIST v2 baseline of this dataset; the paper's abstract states none for it
     assert "| ResNet-18 (28), MedMNIST v2 (*quoted*) | 0.998 | 0.958 |" in report
     assert "| ResNet-50 (28), MedMNIST v2 (*quoted*) | 0.997 | 0.956 |" in report
-    assert "HQCNN paper claim" not in report
+    # one of the paper's six datasets, for which its abstract states no number
+    assert ("| HQCNN paper claim (*quoted*, arXiv 2509.14277 abstract) | not stated | not stated |"
+            in report)
     assert "| `aer_noisy_mitigated` |" in report and "HQCNN trained on `aer_noisy`" in report
     assert "s (1 epoch) |" in report and "| 1 epoch, recipe `plain` |" in report
     assert "Mitigated noisy accuracy minus exact accuracy" in report
@@ -265,7 +273,13 @@ def test_verdict_follows_the_interval_of_the_difference():
 
     assert "beats its twin: the difference is +0.020 and its 95% interval, +0.010 to +0.030, lies above 0" in results._verdict(diff(0.02, 0.01, 0.03), "its twin")
     text = results._verdict(diff(-0.016, -0.04, 0.01), "its twin")
-    assert "includes 0, so differences up to 0.040 either way are not excluded" in text
+    # a lopsided interval is stated as it is, not as its larger end both ways
+    assert "includes 0. These runs allow the HQCNN anything from 0.040 worse to 0.010 better" in text
+    assert results._standing(diff(-0.016, -0.04, 0.01)) == "-0.016 [-0.040, +0.010] **not better** (0 inside)"
+    assert results._standing(diff(0.02, 0.01, 0.03)).endswith("**better**")
+    assert results._standing(diff(-0.05, -0.08, -0.01)).endswith("**worse**")
+    assert results._standing(diff(0.02, 0.01, 0.03, seeds=1)) == "+0.020, not judged (one seed)"
+    assert results._verdict(diff(0.02, 0.01, 0.03), "its twin", "ACC").startswith("Verdict on test ACC")
     assert "more than any number of seeds" in text  # (1.96 + 0.84) * SE split 0.01 > 0.016
     planned = results._verdict(Estimate(-0.016, -0.04, 0.01, 0.002, 0.01, 3, 2000), "its twin")
     assert re.search(r"excluding 0 with 80% power would take about \d+ seeds \(here 3;", planned)

@@ -40,6 +40,7 @@ def test_cli_train_writes_run_folder(trained):
     out, result = trained
     for name in ("best.pt", "last.pt", "metrics.json"):
         assert (out / name).is_file()
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # training curves
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["best_epoch"] in (1, 2)
     for split in ("val", "test"):
@@ -253,6 +254,23 @@ def test_user_errors_are_one_line(args, needle, code, tmp_path):
     assert needle in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_evaluate_draws_roc_and_confusion_matrix(trained, data_root, tmp_path):
+    out, _ = trained
+    plot = tmp_path / "roc.png"
+    result = run_cli("evaluate", "--checkpoint", out / "best.pt", "--data-root", data_root,
+                     "--limit", 32, "--no-progress", "--json", "--plot", plot)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["n"] == 32  # stdout stays one JSON object
+    assert f"wrote {plot}" in result.stderr
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a bad --plot is refused before any work, in one line
+    for bad, needle in ((tmp_path / "roc.pdf", "expected a file ending in .png"),
+                        (tmp_path / "missing" / "roc.png", "does not exist")):
+        result = run_cli("evaluate", "--checkpoint", out / "best.pt", "--plot", bad)
+        assert result.returncode == 2 and needle in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_corrupt_npz_and_unwritable_folder(tmp_path, data_root):
