@@ -54,7 +54,7 @@ PUBLISHED = {
 # The HQCNN paper's own claims (arXiv 2509.14277, abstract), quoted: (AUC, ACC, how the paper's
 # task differs from the official one, or ""); None = not stated.
 PAPER_DATASETS = ("pathmnist", "organamnist", "bloodmnist", "octmnist", "breastmnist",
-                  "pneumoniamnist")  # the six the paper evaluates: its claim, or "not stated"
+                  "pneumoniamnist")  # the six the paper evaluates (its body was not available)
 PAPER = {
     "breastmnist": (None, 0.8718, ""),
     "organamnist": (None, 0.9995, ""),
@@ -437,7 +437,7 @@ def _standing(diff) -> str:
     if diff.seeds < 2 or not diff.defined:
         return f"{diff.mean:+.3f}, not judged ({'one seed' if diff.seeds < 2 else 'no interval'})"
     word = ("**better**" if diff.low > 0 else "**worse**" if diff.high < 0
-            else "**not better** (0 inside)")
+            else "**not shown better** (0 inside)")
     return f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] {word}"
 
 
@@ -632,12 +632,13 @@ def _recipe_table(out: Path, dataset: str, recipes: list[str], seeds: list[int],
         selected = ", ".join(str(m["best_epoch"]) for m in runs)
         lines.append(f"| {name} | {settings} | {' | '.join(cols)} | {len(runs)} | {selected} |")
         history, base = runs[0]["history"], runs[0]["config"]["lr"]
-        drops = [h["epoch"] for before, h in zip([{"lr": base}, *history], history)
+        drops = [(h["epoch"], h.get("lr", base) / before.get("lr", base))
+                 for before, h in zip([{"lr": base}, *history], history)
                  if h.get("lr", base) < before.get("lr", base)]
         if drops:
-            steps = " and ".join(f"from epoch {e} on" for e in drops)
+            steps = " and ".join(f"×{factor:.3g} from epoch {e} on" for e, factor in drops)
             notes.append(f"`{recipe}` lowers the learning rate {_count(len(drops), 'time')} "
-                         f"(×0.1 {steps}); before epoch {drops[0]} its checkpoints are those "
+                         f"({steps}); before epoch {drops[0][0]} its checkpoints are those "
                          "of the same recipe at a constant rate (same seed, same batches); the "
                          "selected epochs show whether a lower rate was ever chosen.")
     return [*lines, "", *(part for note in notes for part in (note, ""))]
@@ -680,7 +681,8 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
                   f"### Results with recipe `{recipe}`", "",
                   "The last two columns answer whether the HQCNN beats each rerun row: the "
                   "HQCNN's test metric minus the row's, paired by seed and image, with its 95% "
-                  "interval (see *Uncertainty* below); *not better* means the interval holds 0.",
+                  "interval (see *Uncertainty* below); *not shown better* means the interval "
+                  "holds 0: no difference either way is shown.",
                   "",
                   "| row | test AUC | test ACC | seeds | quantum params | classical params | "
                   "train time / seed | HQCNN minus row, AUC | HQCNN minus row, ACC |",
@@ -710,8 +712,8 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
             auc, acc, differs = PAPER.get(dataset, (None, None, ""))
             lines.append(f"| HQCNN paper claim (*quoted*, arXiv 2509.14277 abstract"
                          f"{f'; {differs}' if differs else ''}) | "
-                         f"{'not stated' if auc is None else f'{auc:.4f}'} | "
-                         f"{'not stated' if acc is None else f'{acc:.4f}'} | — | — | — | — "
+                         f"{'not in abstract' if auc is None else f'{auc:.4f}'} | "
+                         f"{'not in abstract' if acc is None else f'{acc:.4f}'} | — | — | — | — "
                          "| not rerun | not rerun |")
         if stats:
             lines += _uncertainty_lines(stats, runs_of["hqcnn"][0]["test"]["n"])
@@ -776,8 +778,9 @@ def write_report(out: Path, docs: Path, chosen: dict[str, str], recipes: list[st
                 if constant:
                     note += (f" Seed{'s' if len(constant) > 1 else ''} "
                              f"{', '.join(map(str, constant))}: the exact model gives every image "
-                             "the same decision, so its ACC is one class's share and the gap "
-                             "says little about the noise; the AUC columns say more.")
+                             "the same decision, so its ACC only counts how often that one "
+                             "answer is right, and the gap says little about the noise; the AUC "
+                             "columns say more.")
                 lines += ["", "Mitigated noisy accuracy minus exact accuracy on the same images: "
                               f"{gap:+.1f} points on average ({interval}per seed: "
                               f"{', '.join(f'{g:+.1f}' for g in gaps)}; "

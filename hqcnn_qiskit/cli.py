@@ -10,7 +10,6 @@ import argparse
 import math
 import os
 import sys
-from pathlib import Path
 
 from .errors import HQCNNError
 from .jsonio import to_json
@@ -84,12 +83,13 @@ def _non_negative_float(text: str) -> float:
 
 def _png_file(text: str) -> str:
     """``--plot``: checked before any work, so that a typo does not cost an evaluation."""
-    path = Path(text)
-    if path.suffix.lower() != ".png":
-        raise argparse.ArgumentTypeError(f"expected a file ending in .png, got '{text}'")
-    if not path.parent.is_dir():
-        raise argparse.ArgumentTypeError(f"folder '{path.parent}' of {text} does not exist")
-    return text
+    from .errors import ConfigError
+    from .validate import png_file
+
+    try:
+        return png_file(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_plot_arg(p: argparse.ArgumentParser) -> None:

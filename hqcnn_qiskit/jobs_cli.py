@@ -119,6 +119,8 @@ def _infer_cmd(args) -> int:
         sending = exc if isinstance(exc, InterruptedSubmission) else None
         return _interrupted("infer", submitted, sending)
     if result.get("dry_run"):
+        if args.plot:
+            print("note: a dry run has no results to plot; --plot is not used", file=sys.stderr)
         if args.json:
             print(to_json({k: result[k] for k in ("plan", "estimate", "isa", "offline")}))
         else:

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import validate
 from .checkpoint import atomic_write
 from .errors import ConfigError
 from .uncertainty import metric_columns, predictions
 
 __all__ = ["training_curves", "roc_and_confusion", "save_figure"]
-
-_MAX_ROC_LEGEND = 14  # ChestMNIST's labels; more curves are drawn without a legend entry each
 
 
 def _figure(width: float, height: float, columns: int):
@@ -53,13 +52,14 @@ def training_curves(history: list[dict], *, best_epoch: int | None = None, title
     if not history:
         raise ConfigError("no epochs to plot: the history is empty")
     epochs = [h["epoch"] for h in history]
+    marker = "o" if len(epochs) == 1 else None  # a line needs two points
     figure, (loss_ax, val_ax) = _figure(10, 3.6, 2)
-    loss_ax.plot(epochs, [h["train_loss"] for h in history], color="#444444")
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], color="#444444", marker=marker)
     loss_ax.set(xlabel="epoch", ylabel="training loss", title="training loss")
     for key, label, color in (("val_auc", "validation AUC", "#1f77b4"),
                               ("val_acc", "validation ACC", "#ff7f0e")):
         values = [math.nan if h[key] is None else h[key] for h in history]  # undefined AUC
-        val_ax.plot(epochs, values, label=label, color=color)
+        val_ax.plot(epochs, values, label=label, color=color, marker=marker)
     val_ax.set(xlabel="epoch", ylabel="validation metric", title="validation split")
     if best_epoch is not None:
         for ax in (loss_ax, val_ax):
@@ -69,11 +69,11 @@ def training_curves(history: list[dict], *, best_epoch: int | None = None, title
     from matplotlib.ticker import MaxNLocator
 
     for ax in (loss_ax, val_ax):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    if len(epochs) == 1:  # a line needs two points
-        for ax in (loss_ax, val_ax):
-            for line in ax.get_lines():
-                line.set_marker("o")
+        if len(epochs) == 1:  # the locator has no whole number inside a range narrower than 1
+            ax.set_xticks(epochs)
+            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         figure.suptitle(title)
     return figure
@@ -108,13 +108,22 @@ def roc_and_confusion(task: str, labels, scores, *, class_names: list[str], titl
     figure, axes = _figure(5.2 if multilabel else 10.5, 4.4, 1 if multilabel else 2)
     roc_ax = axes[0]
     names = class_names[-1:] if task == "binary-class" else class_names
-    for i, ((positive, score), name) in enumerate(zip(columns, names)):
+    if len(columns) > 10:  # the default cycle repeats its colours after 10
+        from matplotlib import colormaps
+
+        roc_ax.set_prop_cycle(color=[colormaps["tab20"](i % 20) for i in range(len(columns))])
+    missing = []
+    for (positive, score), name in zip(columns, names):
         if positive.all() or not positive.any():  # one class only: no curve, no AUC
+            missing.append(name)
             continue
         fpr, tpr, _ = roc_curve(positive, score)
-        auc = roc_auc_score(positive, score)
         roc_ax.plot(fpr, tpr, linewidth=1.4,
-                    label=f"{name}: AUC {auc:.3f}" if i < _MAX_ROC_LEGEND else None)
+                    label=f"{name}: AUC {roc_auc_score(positive, score):.3f}")
+    if missing:
+        roc_ax.text(0.02, 0.98, "no curve (only one class among these images): "
+                    + ", ".join(missing), transform=roc_ax.transAxes, va="top",
+                    fontsize="x-small", wrap=True)
     roc_ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1)
     roc_ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1),
                ylim=(0, 1.01), aspect="equal",
@@ -156,14 +165,10 @@ def save_figure(figure, path: str | os.PathLike) -> Path:
         The path written.
 
     Raises:
-        ConfigError: ``path`` does not end in ``.png``, its folder does not exist, or it
-            cannot be written.
+        ConfigError: ``path`` is not a writable ``.png`` file (see
+            :func:`~hqcnn_qiskit.validate.png_file`), or writing it failed.
     """
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ConfigError(f"plots are written as PNG: {path} must end in .png")
-    if not path.parent.is_dir():
-        raise ConfigError(f"cannot write {path}: folder {path.parent} does not exist")
+    path = Path(validate.png_file(path))
     try:
         atomic_write(path, lambda handle: figure.savefig(handle, format="png", dpi=120))
     except OSError as exc:

@@ -52,9 +52,8 @@ from .profiles import (
 
 __all__ = ["TrainConfig", "train", "train_or_reuse"]
 
-# Fields that define what is trained; a resume must agree on all of them.
 CURVES_EVERY_SECONDS = 30.0  # redraw curves.png during training at most this often
-
+# Fields that define what is trained; a resume must agree on all of them.
 _IDENTITY = ("dataset", "model", "layers", "attention", "angle_scale", "angle_norm", "backend",
              "seed", "batch_size", "lr", "lr_schedule", "weight_decay", "augment", "limit_train",
              "limit_eval")
@@ -271,7 +270,8 @@ def train(
     Args:
         config: What to train.
         out: Run folder: ``best.pt``, ``last.pt``, ``metrics.json``, ``curves.png`` (the
-            training curves, redrawn every :data:`CURVES_EVERY_SECONDS` and at the end) and,
+            training curves, redrawn after an epoch once :data:`CURVES_EVERY_SECONDS` have passed,
+            and when training ends, before the test pass) and,
             for transpiled backends, ``circuit.qpy``.
         data_root: Data folder (else ``$HQCNN_DATA_ROOT``, else medmnist's default).
         resume: Continue from ``out/last.pt``.
@@ -433,13 +433,14 @@ def train(
             save_checkpoint(out / "best.pt", payload)
         save_checkpoint(out / "last.pt", payload)
         if time.monotonic() - drawn >= CURVES_EVERY_SECONDS and epoch + 1 < config.epochs:
-            _draw_curves(out, history, best["epoch"], title)
+            _draw_curves(out, history, best["epoch"], title, log)
             drawn = time.monotonic()
         log(
             f"epoch {epoch + 1}/{config.epochs}: loss {record['train_loss']:.4f}  val acc "
             f"{val['acc']:.4f} auc {val['auc']:.4f}  ({seconds:.1f}s){'  *best' if improved else ''}"
         )
 
+    _draw_curves(out, history, best["epoch"], title, log)  # before the test pass, maybe long
     best_state = load_checkpoint(out / "best.pt")
     model.load_state_dict(best_state["model"])
     test = evaluate_model(model, spec, test_set, batch_size=eval_batch, progress=progress,
@@ -455,16 +456,22 @@ def train(
         "config": config.to_dict(),
     }
     write_json(out / "metrics.json", metrics)
-    _draw_curves(out, history, best["epoch"], title)
     log(f"best epoch {best['epoch']}: test acc {test['acc']:.4f} auc {test['auc']:.4f} -> {out}")
     return metrics
 
 
-def _draw_curves(out: Path, history: list[dict], best_epoch: int, title: str) -> None:
-    """``out/curves.png``: the loss and the validation metrics so far."""
+def _draw_curves(out: Path, history: list[dict], best_epoch: int, title: str, log) -> None:
+    """``out/curves.png``: the loss and the validation metrics so far. A figure that cannot be
+    written (a full disk) is a note, never the end of a training run."""
     from .plots import save_figure, training_curves
 
-    save_figure(training_curves(history, best_epoch=best_epoch, title=title), out / "curves.png")
+    if not history:
+        return
+    try:
+        save_figure(training_curves(history, best_epoch=best_epoch, title=title),
+                    out / "curves.png")
+    except ConfigError as exc:
+        log(f"note: no training curves: {exc}")
 
 
 def train_or_reuse(config: TrainConfig, out: str | os.PathLike, **kwargs) -> tuple[dict, Path]:

@@ -418,7 +418,8 @@ def seeds_to_resolve(diff: Estimate, *, power: float = 0.8) -> float:
     Takes the spreads of ``diff`` (a difference of two rows, :func:`estimate` with
     ``bounded=False``) as the truth: the per-seed variance ``s² = k·se_seeds²`` and the shared
     image variance ``C = se_split²``, which more seeds cannot shrink. With k seeds the interval's
-    half-width is ``√(z²·C + t²·s²/k)`` (as in :func:`estimate`); it excludes 0 with
+    half-width is ``√(z²·C + t²·s²/k)`` (as in :func:`estimate`, without its floor: that is the
+    images' error of the present seeds' mean, which more seeds shrink); it excludes 0 with
     probability about ``power`` when half-width + z_power·√(C + s²/k) ≤ |mean|.
 
     Args:

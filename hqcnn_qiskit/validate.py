@@ -15,7 +15,7 @@ import os
 
 from .errors import ConfigError
 
-__all__ = ["integer", "real", "boolean", "text"]
+__all__ = ["integer", "real", "boolean", "text", "png_file"]
 
 
 def integer(value, name: str, *, low: int | None = None) -> int:
@@ -78,3 +78,23 @@ def text(value, name: str, *, path: bool = False) -> str:
         return value
     kind = "a name or a path" if path else "a string"
     raise ConfigError(f"{name} must be {kind}, got {value!r}")
+
+
+def png_file(path: str | os.PathLike) -> str:
+    """A PNG file that can be written: checked before the work whose result it will show.
+
+    Raises:
+        ConfigError: ``path`` does not end in ``.png``, is a folder, or its folder does not
+            exist or cannot be written.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    if not path.lower().endswith(".png"):
+        raise ConfigError(f"plots are written as PNG: {path} must end in .png")
+    if os.path.isdir(path):
+        raise ConfigError(f"{path} is a folder, not a file")
+    if not os.path.isdir(folder):
+        raise ConfigError(f"cannot write {path}: {folder} is not an existing folder")
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"cannot write {path}: folder {folder} is not writable")
+    return path

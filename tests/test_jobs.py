@@ -193,9 +193,11 @@ def test_interrupt_after_submit_then_fetch_without_resubmitting(run, tmp_path, c
     code, out, _ = _cli(capsys, "jobs", "list", "--json")
     assert [j["job_id"] for j in json.loads(out)] == [job_id]
 
-    code, out, err = _cli(capsys, "jobs", "fetch", job_id, "--json")
+    plot = tmp_path / "fetched.png"
+    code, out, err = _cli(capsys, "jobs", "fetch", job_id, "--json", "--plot", plot)
     assert code == 0, err
     assert json.loads(out)["job_id"] == job_id and cloud.submissions == 1
+    assert f"wrote {plot}" in err and plot.read_bytes()[:4] == b"\x89PNG"  # ROC + confusion
 
 
 def test_no_wait_returns_at_once_and_fetch_collects(run, tmp_path, cloud, capsys):

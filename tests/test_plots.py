@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from matplotlib.colors import to_rgba
 from medmnist.evaluator import getAUC
 from sklearn.metrics import confusion_matrix
 
@@ -33,8 +34,13 @@ def test_training_curves_show_every_epoch_and_the_selected_one(tmp_path):
     assert all(4 in ax.get_lines()[-1].get_xdata() for ax in (loss_ax, val_ax))
     path = save_figure(figure, tmp_path / "curves.png")
     assert path.read_bytes()[:8] == PNG
-    # one epoch is still visible (markers), and no epochs is a clear error
-    assert training_curves(_history(1), best_epoch=1).axes[0].get_lines()[0].get_marker() == "o"
+    # one epoch is still visible (markers on the data, not on the selected-epoch line), with
+    # its whole number as the only tick; no epochs is a clear error
+    one = training_curves(_history(1), best_epoch=1)
+    for ax in one.axes:
+        data, selected = ax.get_lines()[0], ax.get_lines()[-1]
+        assert data.get_marker() == "o" and selected.get_marker() in ("None", "", None)
+        assert list(ax.get_xticks()) == [1] and ax.get_xlim() == (0.5, 1.5)
     with pytest.raises(ConfigError, match="history is empty"):
         training_curves([])
 
@@ -75,14 +81,26 @@ def test_multiclass_and_multilabel_figures():
     assert len(figure.axes) == 1
     assert [t.get_text().split(":")[0] for t in figure.axes[0].get_legend().get_texts()] == [
         "w", "x", "y"]
+    assert "no curve (only one class among these images): z" in [t.get_text()
+                                                                 for t in figure.axes[0].texts]
+    # 14 labels (ChestMNIST): 14 curves, 14 colours
+    many = rng.integers(0, 2, size=(80, 14))
+    figure = roc_and_confusion("multi-label, binary-class", many, rng.random((80, 14)),
+                               class_names=[f"label {i}" for i in range(14)])
+    curves = figure.axes[0].get_lines()[:14]
+    assert len({tuple(np.round(to_rgba(c.get_color()), 3)) for c in curves}) == 14
 
 
 def test_save_figure_refuses_bad_paths_and_leaves_no_half_file(tmp_path, monkeypatch):
     figure = training_curves(_history(3), best_epoch=2)
     with pytest.raises(ConfigError, match="must end in .png"):
         save_figure(figure, tmp_path / "curves.jpg")
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(ConfigError, match="is not an existing folder"):
         save_figure(figure, tmp_path / "nowhere" / "curves.png")
+    (tmp_path / "folder.png").mkdir()
+    with pytest.raises(ConfigError, match="is a folder, not a file"):
+        save_figure(figure, tmp_path / "folder.png")
+    (tmp_path / "folder.png").rmdir()
     target = tmp_path / "curves.png"
     target.write_bytes(b"old")
 

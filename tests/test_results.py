@@ -119,7 +119,7 @@ def test_recipe_table_shows_selected_epochs_and_every_rate_drop(tmp_path):
     assert "| plain | — | not run |" in text
     # the epochs the runs had (here 4, as with --epochs), not the recipe's default of 100
     assert "| **medmnist_v2** | epochs=4, lr_schedule=step |" in text and "| 2 | 2, 4 |" in text
-    assert "lowers the learning rate 2 times (×0.1 from epoch 3 on and from epoch 4 on); " \
+    assert "lowers the learning rate 2 times (×0.1 from epoch 3 on and ×0.1 from epoch 4 on); " \
            "before epoch 3" in text
 
 
@@ -157,7 +157,7 @@ def test_protocol_runs_resumes_and_writes_report(tmp_path, data_root, capsys):
     assert "Verdict on test ACC against its classical twin: none" in report
     twin_row = next(line for line in report.splitlines() if line.startswith("| Classical twin"))
     assert twin_row.count("not judged (one seed)") == 2  # the HQCNN-minus-row columns
-    assert "| HQCNN paper claim (*quoted*, arXiv 2509.14277 abstract) | not stated | 0.8718 |" in report
+    assert "| HQCNN paper claim (*quoted*, arXiv 2509.14277 abstract) | not in abstract | 0.8718 |" in report
     assert (tmp_path / "docs" / "uncertainty_breastmnist.png").stat().st_size > 1000
     scores = tmp_path / "runs" / "breastmnist" / chosen / "hqcnn" / "seed0" / "test_scores.json"
     assert len(json.loads(scores.read_text())["scores"]) == 156
@@ -205,8 +205,8 @@ def test_protocol_on_another_multiclass_dataset(tmp_path, capsys):
     assert "| ResNet-18 (28), MedMNIST v2 (*quoted*) | 0.998 | 0.958 |" in report
     assert "| ResNet-50 (28), MedMNIST v2 (*quoted*) | 0.997 | 0.956 |" in report
     # one of the paper's six datasets, for which its abstract states no number
-    assert ("| HQCNN paper claim (*quoted*, arXiv 2509.14277 abstract) | not stated | not stated |"
-            in report)
+    assert ("| HQCNN paper claim (*quoted*, arXiv 2509.14277 abstract) | not in abstract | "
+            "not in abstract |" in report)
     assert "| `aer_noisy_mitigated` |" in report and "HQCNN trained on `aer_noisy`" in report
     assert "s (1 epoch) |" in report and "| 1 epoch, recipe `plain` |" in report
     assert "Mitigated noisy accuracy minus exact accuracy" in report
@@ -275,7 +275,7 @@ def test_verdict_follows_the_interval_of_the_difference():
     text = results._verdict(diff(-0.016, -0.04, 0.01), "its twin")
     # a lopsided interval is stated as it is, not as its larger end both ways
     assert "includes 0. These runs allow the HQCNN anything from 0.040 worse to 0.010 better" in text
-    assert results._standing(diff(-0.016, -0.04, 0.01)) == "-0.016 [-0.040, +0.010] **not better** (0 inside)"
+    assert results._standing(diff(-0.016, -0.04, 0.01)) == "-0.016 [-0.040, +0.010] **not shown better** (0 inside)"
     assert results._standing(diff(0.02, 0.01, 0.03)).endswith("**better**")
     assert results._standing(diff(-0.05, -0.08, -0.01)).endswith("**worse**")
     assert results._standing(diff(0.02, 0.01, 0.03, seeds=1)) == "+0.020, not judged (one seed)"

@@ -266,8 +266,10 @@ def test_evaluate_draws_roc_and_confusion_matrix(trained, data_root, tmp_path):
     assert f"wrote {plot}" in result.stderr
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a bad --plot is refused before any work, in one line
-    for bad, needle in ((tmp_path / "roc.pdf", "expected a file ending in .png"),
-                        (tmp_path / "missing" / "roc.png", "does not exist")):
+    (tmp_path / "dir.png").mkdir()
+    for bad, needle in ((tmp_path / "roc.pdf", "must end in .png"),
+                        (tmp_path / "missing" / "roc.png", "is not an existing folder"),
+                        (tmp_path / "dir.png", "is a folder, not a file")):
         result = run_cli("evaluate", "--checkpoint", out / "best.pt", "--plot", bad)
         assert result.returncode == 2 and needle in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
