@@ -507,8 +507,9 @@ def _image_points(dataset: str, n: int, *, short: bool = False) -> str:
 
 
 def _constant_seeds(results: list[dict], seeds: list[int]) -> list[int]:
-    """The seeds whose evaluation gave every image the same decision (a model that predicts
-    one class for all images: its ACC is that class's share, whatever the backend)."""
+    """The seeds whose evaluation gave every image the same decision (one class, or one set of
+    labels, for all images): their ACC only counts how often that answer is right, whatever
+    the backend."""
     from hqcnn_qiskit.uncertainty import predictions
 
     return [seed for seed, r in zip(seeds, results)
