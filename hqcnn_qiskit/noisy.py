@@ -22,7 +22,6 @@ from __future__ import annotations
 import threading
 import time
 import types
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -250,14 +249,16 @@ class DensityRunner:
 
 class SamplerRunner:
     """Runs full-width device circuits through a ``BaseSamplerV2`` (e.g. qiskit-ibm-runtime's
-    ``SamplerV2`` in local testing mode), all jobs as PUBs of one ``run`` call.
+    sampler in local testing mode): the jobs with the same number of shots as the PUBs of one
+    ``run`` call (the runtime's client-side sampler refuses a call whose PUBs differ in shots,
+    as readout calibration and data circuits do).
 
     Args:
         sampler: The sampler.
-        seed: With a seed, each ``run`` gives the local simulator a new seed drawn from it, so
-            that successive calls (batches) get independent shots and a run is reproducible.
-            A fixed ``seed_simulator`` in the sampler's options would repeat the same shot noise
-            in every batch.
+        seed: With a seed, each ``run`` call gives the local simulator a new seed drawn from
+            it, so that successive calls (batches) get independent shots and a run is
+            reproducible. A fixed ``seed_simulator`` in the sampler's options would repeat the
+            same shot noise in every batch.
     """
 
     compacts = False
@@ -267,15 +268,17 @@ class SamplerRunner:
         self.rng = np.random.default_rng(seed) if seed is not None else None
 
     def run(self, qubits: tuple[int, ...], jobs: list[_Job]) -> list[np.ndarray]:
-        if self.rng is not None:
-            self.sampler.options.simulator.seed_simulator = int(self.rng.integers(2**31))
-        pubs = []
-        for job in jobs:
-            if job.circuit.num_parameters:
-                pubs.append((job.circuit, job.rows, job.shots))
-            else:
-                pubs.append((job.circuit, None, job.shots))
-        results = self.sampler.run(pubs).result()
+        by_shots: dict[int, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_shots.setdefault(job.shots, []).append(i)
+        results = [None] * len(jobs)
+        for shots, indices in by_shots.items():
+            if self.rng is not None:
+                self.sampler.options.simulator.seed_simulator = int(self.rng.integers(2**31))
+            pubs = [(jobs[i].circuit, jobs[i].rows if jobs[i].circuit.num_parameters else None,
+                     shots) for i in indices]
+            for i, res in zip(indices, self.sampler.run(pubs).result()):
+                results[i] = res
         out = []
         for job, res in zip(jobs, results):
             bits = res.data[job.circuit.cregs[0].name]
@@ -713,18 +716,39 @@ class AerNoisyBackend(DeviceBackend):
         )
 
 
+def runtime_sampler(device, *, shots: int):
+    """qiskit-ibm-runtime's sampler in local testing mode on ``device`` (a fake backend).
+
+    The legacy ``SamplerV2`` (deprecated in 0.50) while the runtime still has it: its local
+    mode keeps the device's simulator, where the client-side ``executor_sampler.Sampler`` builds
+    the device noise model again on every call, simulates its PUBs one at a time and takes about
+    twice as long for our circuits (``benchmarks/local_sampler.py``). Once ``SamplerV2`` is gone, the client-side sampler;
+    both take the same options and give the same result layout, and :class:`SamplerRunner`
+    sends them one shot count per call, as the client-side sampler requires.
+    """
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from qiskit_ibm_runtime import SamplerV2 as Sampler
+
+            return Sampler(mode=device, options={"default_shots": shots})
+    except ImportError:  # removed from qiskit-ibm-runtime
+        from qiskit_ibm_runtime.executor_sampler import Sampler
+
+        return Sampler(mode=device, options={"default_shots": shots})
+
+
 class RuntimeLocalBackend(DeviceBackend):
     """qiskit-ibm-runtime local testing mode on a fake device (kind ``"runtime_local"``): the
-    runtime's ``SamplerV2`` with the fake backend as ``mode`` samples full-width ISA circuits,
-    and our sampling estimator turns counts into (mitigated) expectation values."""
+    runtime's sampler (:func:`runtime_sampler`) with the fake backend as ``mode`` samples
+    full-width ISA circuits, and our sampling estimator turns counts into (mitigated)
+    expectation values."""
 
     def _make_estimator(self):
-        from qiskit_ibm_runtime import SamplerV2
-
         p = self.profile
-        with warnings.catch_warnings():  # the legacy SamplerV2, deprecated in 0.50 (see ibm.py)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            sampler = SamplerV2(mode=self.device, options={"default_shots": shots_per_circuit(p)})
+        sampler = runtime_sampler(self.device, shots=shots_per_circuit(p))
         return SamplingEstimator(
             SamplerRunner(sampler, seed=p.seed), shots=shots_per_circuit(p), mitigation=p.mitigation,
             target=self.target, seed=p.seed,

@@ -171,7 +171,7 @@ def test_unknown_fake_device_lists_valid_names():
 
 
 def test_runtime_local_mode_agrees_with_aer_noisy(transpiled):
-    """fake_brisbane runs the runtime's SamplerV2 in local testing mode on the full device."""
+    """fake_brisbane runs the runtime's sampler in local testing mode on the full device."""
     local = get_backend("fake_brisbane")
     circuit, _, _, _ = hqcnn_circuit()
     isa, obs = local.prepare(circuit, readout_observables())
@@ -224,10 +224,9 @@ def test_runtime_sampler_draws_fresh_shots_on_every_call():
     seed, so images in different batches do not share their shot noise, and a rerun with the
     same seed gives the same numbers."""
     from qiskit import transpile
-    from qiskit_ibm_runtime import SamplerV2
     from qiskit_ibm_runtime.fake_provider import FakeManilaV2
 
-    from hqcnn_qiskit.noisy import SamplerRunner, _Job
+    from hqcnn_qiskit.noisy import SamplerRunner, _Job, runtime_sampler
 
     device = FakeManilaV2()
     circuit = QuantumCircuit(1, 1)
@@ -237,12 +236,44 @@ def test_runtime_sampler_draws_fresh_shots_on_every_call():
                shots=200)
 
     def runner():
-        return SamplerRunner(SamplerV2(mode=device, options={"default_shots": 200}), seed=3)
+        return SamplerRunner(runtime_sampler(device, shots=200), seed=3)
 
     first = runner()
     a, b = first.run((0,), [job])[0], first.run((0,), [job])[0]
     assert not np.array_equal(a, b)  # a new draw on the second call
     assert np.array_equal(runner().run((0,), [job])[0], a)  # reproducible from the seed
+
+
+def test_local_mode_runs_on_the_client_side_sampler_once_samplerv2_is_gone(monkeypatch):
+    """The runtime's client-side sampler, which replaces the deprecated SamplerV2, refuses a
+    call whose PUBs differ in shots; readout calibration (4096 shots on fake_brisbane) and data
+    circuits (1024) do, so the runner sends one call per shot count and keeps the jobs' order."""
+    import qiskit_ibm_runtime
+    from qiskit import transpile
+    from qiskit_ibm_runtime.fake_provider import FakeManilaV2
+
+    from hqcnn_qiskit.noisy import SamplerRunner, _Job, runtime_sampler
+
+    device = FakeManilaV2()
+    assert type(runtime_sampler(device, shots=100)).__name__ == "SamplerV2"  # while it exists
+    monkeypatch.delattr(qiskit_ibm_runtime, "SamplerV2")
+    sampler = runtime_sampler(device, shots=100)
+    assert type(sampler).__module__.startswith("qiskit_ibm_runtime.executor_sampler")
+    zero, one = QuantumCircuit(1, 1), QuantumCircuit(1, 1)
+    one.x(0)
+    for circuit in (zero, one):
+        circuit.measure(0, 0)
+    jobs = [_Job(circuit=transpile(c, device, seed_transpiler=0), rows=np.zeros((1, 0)),
+                 shots=shots) for c, shots in ((zero, 64), (one, 256), (zero, 256))]
+    calls = []
+    run = sampler.run
+    sampler.run = lambda pubs, **kw: calls.append([p[2] for p in pubs]) or run(pubs, **kw)
+    freqs = SamplerRunner(sampler, seed=1).run((0,), jobs)
+    assert sorted(calls) == [[64], [256, 256]]
+    # order kept: |1> measured mostly 1, |0> mostly 0, frequencies in steps of 1/shots
+    assert freqs[0][0, 0] > 0.8 and freqs[1][0, 1] > 0.8 and freqs[2][0, 0] > 0.8
+    assert np.allclose(freqs[0] * 64, np.round(freqs[0] * 64))
+    assert np.allclose(freqs[1] * 256, np.round(freqs[1] * 256))
 
 
 @pytest.mark.parametrize("backend", ["aer_noisy_mitigated", "fake_brisbane"])
