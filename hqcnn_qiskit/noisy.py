@@ -722,21 +722,19 @@ def runtime_sampler(device, *, shots: int):
     The legacy ``SamplerV2`` (deprecated in 0.50) while the runtime still has it: its local
     mode keeps the device's simulator, where the client-side ``executor_sampler.Sampler`` builds
     the device noise model again on every call, simulates its PUBs one at a time and takes about
-    twice as long for our circuits (``benchmarks/local_sampler.py``). Once ``SamplerV2`` is gone, the client-side sampler;
-    both take the same options and give the same result layout, and :class:`SamplerRunner`
-    sends them one shot count per call, as the client-side sampler requires.
+    twice as long for our circuits (``benchmarks/local_sampler.py``). Once ``SamplerV2`` is
+    gone, the client-side sampler; both take the same options and give the same result layout,
+    and :class:`SamplerRunner` sends them one shot count per call, as the client-side sampler
+    requires.
     """
     import warnings
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
+    with warnings.catch_warnings():  # the legacy one warns on import and construction
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
             from qiskit_ibm_runtime import SamplerV2 as Sampler
-
-            return Sampler(mode=device, options={"default_shots": shots})
-    except ImportError:  # removed from qiskit-ibm-runtime
-        from qiskit_ibm_runtime.executor_sampler import Sampler
-
+        except ImportError:  # removed from qiskit-ibm-runtime
+            from qiskit_ibm_runtime.executor_sampler import Sampler
         return Sampler(mode=device, options={"default_shots": shots})
 
 
