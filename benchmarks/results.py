@@ -409,19 +409,31 @@ def _gap_estimate(exact: list[dict], other: list[dict], seeds: list[int]):
                    100.0)
 
 
+def _reading(diff) -> str:
+    """What the 95% interval of a difference (HQCNN minus a row) says: ``"one seed"`` or
+    ``"no interval"`` (nothing can be judged), ``"better"`` (above 0), ``"worse"`` (below 0) or
+    ``"open"`` (0 inside)."""
+    if diff.seeds < 2:
+        return "one seed"
+    if not diff.defined:
+        return "no interval"
+    return "better" if diff.low > 0 else "worse" if diff.high < 0 else "open"
+
+
 def _verdict(diff, other: str, metric: str = "AUC") -> str:
     """One sentence on the HQCNN's test ``metric`` against ``other``, from the 95% interval of
     the difference (an :class:`~hqcnn_qiskit.uncertainty.Estimate`)."""
-    if diff.seeds < 2 or not diff.defined:
-        why = ("one seed does not measure the training runs' error" if diff.seeds < 2
+    reading = _reading(diff)
+    if reading in ("one seed", "no interval"):
+        why = ("one seed does not measure the training runs' error" if reading == "one seed"
                else "its interval is undefined")
         return (f"Verdict on test {metric} against {other}: none; the difference is "
                 f"{diff.mean:+.3f}, but {why}.")
     found = (f"the difference is {diff.mean:+.3f} and its 95% interval, {diff.low:+.3f} to "
              f"{diff.high:+.3f},")
-    if diff.low > 0:
+    if reading == "better":
         verdict = f"the HQCNN beats {other}: {found} lies above 0."
-    elif diff.high < 0:
+    elif reading == "worse":
         verdict = f"the HQCNN does **not** beat {other}, which is better: {found} lies below 0."
     else:
         verdict = (f"the HQCNN does **not** beat {other} on this evidence: {found} includes 0. "
@@ -434,10 +446,11 @@ def _verdict(diff, other: str, metric: str = "AUC") -> str:
 
 def _standing(diff) -> str:
     """The HQCNN against another row in a few words, for the results table."""
-    if diff.seeds < 2 or not diff.defined:
-        return f"{diff.mean:+.3f}, not judged ({'one seed' if diff.seeds < 2 else 'no interval'})"
-    word = ("**better**" if diff.low > 0 else "**worse**" if diff.high < 0
-            else "**not shown better** (0 inside)")
+    reading = _reading(diff)
+    if reading in ("one seed", "no interval"):
+        return f"{diff.mean:+.3f}, not judged ({reading})"
+    word = {"better": "**better**", "worse": "**worse**",
+            "open": "**not shown better** (0 inside)"}[reading]
     return f"{diff.mean:+.3f} [{diff.low:+.3f}, {diff.high:+.3f}] {word}"
 
 

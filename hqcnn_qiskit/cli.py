@@ -295,20 +295,18 @@ def report_metrics(result: dict, *, resamples: int, as_json: bool, on: str,
                        # resamples behind the intervals given (0: none; the exact ACC and the
                        # binary AUC intervals need none)
                        "bootstrap": drawn, **(extra or {})}))
-        _draw(result, plot, on)
-        return
+    else:
+        def shown(metric: str) -> str:
+            e = intervals.get(metric)
+            return f"{result[metric]:.4f}" + (f" [{e.low:.4f}, {e.high:.4f}]"
+                                              if e and e.defined else "")
 
-    def shown(metric: str) -> str:
-        e = intervals.get(metric)
-        return f"{result[metric]:.4f}" + (f" [{e.low:.4f}, {e.high:.4f}]" if e and e.defined
-                                          else "")
-
-    print(f"{result['dataset']} {result['split']} on {on}: "
-          f"acc {shown('acc')}  auc {shown('auc')}  (n={result['n']}){tail}")
-    if shown_intervals:
-        methods = split_interval_methods(result["task"], resamples, shown_intervals)
-        print(f"[95% intervals from these {result['n']} images alone ({methods}); another "
-              "training seed can differ by more]")
+        print(f"{result['dataset']} {result['split']} on {on}: "
+              f"acc {shown('acc')}  auc {shown('auc')}  (n={result['n']}){tail}")
+        if shown_intervals:
+            methods = split_interval_methods(result["task"], resamples, shown_intervals)
+            print(f"[95% intervals from these {result['n']} images alone ({methods}); another "
+                  "training seed can differ by more]")
     _draw(result, plot, on)
 
 

@@ -101,7 +101,7 @@ def roc_and_confusion(task: str, labels, scores, *, class_names: list[str], titl
         DataError: Labels or scores that do not fit the task (see
             :func:`~hqcnn_qiskit.uncertainty.metric_columns`).
     """
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import auc, roc_curve
 
     columns, correct = metric_columns(task, labels, scores)
     multilabel = task.startswith("multi-label")
@@ -117,9 +117,8 @@ def roc_and_confusion(task: str, labels, scores, *, class_names: list[str], titl
         if positive.all() or not positive.any():  # one class only: no curve, no AUC
             missing.append(name)
             continue
-        fpr, tpr, _ = roc_curve(positive, score)
-        roc_ax.plot(fpr, tpr, linewidth=1.4,
-                    label=f"{name}: AUC {roc_auc_score(positive, score):.3f}")
+        fpr, tpr, _ = roc_curve(positive, score)  # the curve's area is its AUC
+        roc_ax.plot(fpr, tpr, linewidth=1.4, label=f"{name}: AUC {auc(fpr, tpr):.3f}")
     if missing:
         roc_ax.text(0.02, 0.98, "no curve (only one class among these images): "
                     + ", ".join(missing), transform=roc_ax.transAxes, va="top",
